@@ -40,6 +40,11 @@ nbval: install
 lab: install
 	$(BIN)/jupyter lab notebooks/
 
+## make app: the live explorer as a web app (Voila, code hidden) on http://127.0.0.1:8866 (PORT=... to change)
+PORT ?= 8866
+app: install
+	$(BIN)/voila --no-browser --Voila.ip=127.0.0.1 --port=$(PORT) app/explorer.ipynb
+
 ## make notebooks: re-execute every notebook in place (refreshes nbval's reference) and re-sync pairs
 notebooks: install
 	$(BIN)/jupytext --sync $(NOTEBOOKS)

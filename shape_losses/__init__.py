@@ -10,6 +10,7 @@ Pixels are optimized directly with Adam - no neural network. Quick start::
 
 from . import losses  # noqa: F401  (registers the built-in terms)
 from .config import ENGINES, PRESETS, SEED_WEIGHTS, Config, get_preset
+from .explorer import Explorer, explorer
 from .losses import (
     coherence_loss_autocorr,
     coherence_loss_morphological,
@@ -20,12 +21,14 @@ from .losses import (
 from .metrics import ShapeMetrics, shape_metrics
 from .noise import initialize_latents
 from .optimize import STOP, NonFiniteLossError, Result, optimize
+from .plots import comparison_grid, image_grid, loss_curves, save_figure, to_png_bytes
 from .registry import TERMS, Term, coherence_names, get_term, register, term_names, weighted_term_names
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ENGINES",
+    "Explorer",
     "PRESETS",
     "SEED_WEIGHTS",
     "STOP",
@@ -39,14 +42,20 @@ __all__ = [
     "coherence_loss_morphological",
     "coherence_loss_perimeter",
     "coherence_names",
+    "comparison_grid",
     "contrastive_shape_loss",
     "create_shape_losses",
+    "explorer",
     "get_preset",
     "get_term",
+    "image_grid",
     "initialize_latents",
+    "loss_curves",
     "optimize",
     "register",
+    "save_figure",
     "shape_metrics",
     "term_names",
+    "to_png_bytes",
     "weighted_term_names",
 ]

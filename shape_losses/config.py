@@ -87,7 +87,9 @@ class Config:
             set_("clamp", (low, high))
 
         if not isinstance(self.params, Mapping):
-            raise TypeError(f"params must be a mapping term name -> {{parameter: value}}, got {self.params!r}")
+            raise TypeError(
+                f"params must be a mapping term name -> {{parameter: value}}, got {self.params!r}"
+            )
         params = {}
         for name, values in self.params.items():
             term = get_term(name)
@@ -147,8 +149,13 @@ class Config:
             shown = ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
             lines.append(f"  params {name}: {shown}")
         clamp = "none" if self.clamp is None else f"[{self.clamp[0]:g}, {self.clamp[1]:g}]"
-        lines.append(f"Optimization: {self.steps} steps @ lr={self.lr:g}, clamp {clamp}, engine {self.engine}")
+        lines.append(
+            f"Optimization: {self.steps} steps @ lr={self.lr:g}, clamp {clamp}, engine {self.engine}"
+        )
         return "\n".join(lines)
+
+    def __reduce__(self):  # read-only proxies can't be pickled or deep-copied: rebuild from plain data
+        return (_config_from_dict, (self.to_dict(),))
 
     def __hash__(self) -> int:  # mappings are read-only proxies, so hashing their items is safe
         return hash(
@@ -163,6 +170,11 @@ class Config:
                 self.engine,
             )
         )
+
+
+def _config_from_dict(data: dict[str, Any]) -> Config:
+    """Inverse of ``Config.to_dict`` (used by pickle and ``copy.deepcopy``)."""
+    return Config(**data)
 
 
 SEED_CONFIG = Config()

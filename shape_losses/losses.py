@@ -165,7 +165,9 @@ def coherence_loss_autocorr(latent: torch.Tensor) -> torch.Tensor:
     return autocorr(check_latents(latent, "latent"))
 
 
-def coherence_loss_perimeter(latent: torch.Tensor, threshold: float = 0.5, temperature: float = 0.1) -> torch.Tensor:
+def coherence_loss_perimeter(
+    latent: torch.Tensor, threshold: float = 0.5, temperature: float = 0.1
+) -> torch.Tensor:
     """The seed's perimeter-to-area coherence loss (see :func:`perimeter`)."""
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
@@ -180,3 +182,145 @@ def coherence_loss_morphological(latent: torch.Tensor) -> torch.Tensor:
 def contrastive_shape_loss(latents: torch.Tensor) -> torch.Tensor:
     """The seed's contrastive loss (see :func:`contrastive`); zero for a batch of one."""
     return contrastive(check_latents(latents, "latents"))
+
+
+# =============================================================================================
+# Fixed terms (issue 5). New names, each fixing one flaw of a seed term; the seed terms and the
+# seed-compatible functions above stay exactly as they are. PRESETS['default'] is built from these.
+# =============================================================================================
+
+_BINOMIAL_3 = (1.0, 2.0, 1.0)
+
+
+def _blur3(latents: torch.Tensor) -> torch.Tensor:
+    """3x3 binomial blur ([1, 2, 1] x [1, 2, 1] / 16) with replicated edges, ``[B, H, W]`` -> same.
+
+    On a 0/1 image the blurred value crosses 0.5 right at a blob's edge, so a sigmoid of it has
+    its slope there - not on the pixels deep inside or far outside a blob.
+    """
+    k = torch.tensor(_BINOMIAL_3, dtype=latents.dtype, device=latents.device)
+    kernel = (k[:, None] * k[None, :] / 16.0).view(1, 1, 3, 3)
+    padded = F.pad(latents.unsqueeze(1), (1, 1, 1, 1), mode="replicate")
+    return F.conv2d(padded, kernel).squeeze(1)
+
+
+def _soft_mask(latents: torch.Tensor, threshold: float, temperature: float) -> torch.Tensor:
+    """``sigmoid((latents - threshold) / temperature)``: a differentiable "is bright" in [0, 1]."""
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    return torch.sigmoid((latents - threshold) / temperature)
+
+
+@register(kind="shape")
+def binary01(latents: torch.Tensor, *, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
+    """Mean absolute distance to the nearer of two levels, 0 (off) and 1 (on): rewards two-level images.
+
+    Fixes the seed's ``binary``: its levels -1 and +1 disagree with ``sparsity`` (background at 0)
+    and with the bright threshold 0.5 (a pixel at -1 and one at 0 are both "dark"), so the terms
+    pull against each other and pixels settle between levels. Here the dark level is the
+    background and the threshold 0.5 lies half-way between the levels. The distance is absolute,
+    not squared, so its pull does not fade near a level: the small, steady pushes of the other
+    terms (which Adam rescales to full-size steps) cannot float the background off 0.
+    """
+    if not low < high:
+        raise ValueError(f"binary01 needs low < high, got low={low}, high={high}")
+    return torch.minimum((latents - low).abs(), (latents - high).abs()).mean()
+
+
+@register(kind="shape")
+def soft_object_size(
+    latents: torch.Tensor,
+    *,
+    threshold: float = 0.5,
+    target: float = 0.2,
+    temperature: float = 0.1,
+    straight_through: bool = True,
+) -> torch.Tensor:
+    """Squared gap between each image's bright fraction and the target (20%), with a gradient.
+
+    Fixes the seed's ``object_size``, whose hard threshold has zero gradient, so its weight did
+    nothing. The gradient here comes from a soft fraction, the mean of
+    ``sigmoid((blur(x) - threshold) / temperature)``; the 3x3 blur puts its slope on the pixels
+    at blob edges (even when they sit exactly at 0 or 1), so the term grows or shrinks blobs
+    instead of lifting the whole background - Adam rescales even the sigmoid's tiny tails to
+    full-size steps, which would raise far-away pixels into specks. The gap is taken per image
+    and then averaged, so every image, not only the batch, is pulled to the target.
+
+    With ``straight_through=True`` (the default) the value is the honest measure - the fraction
+    of pixels above the threshold, as ``metrics.shape_metrics`` counts it - and the gradient is
+    the soft fraction's, scaled by that true gap; with ``False`` value and gradient are both the
+    soft fraction's (a smooth function, which a gradient check can verify).
+    """
+    if not 0.0 <= target <= 1.0:
+        raise ValueError(f"target must be a fraction in [0, 1], got {target}")
+    soft = _soft_mask(_blur3(latents), threshold, temperature).mean(dim=(1, 2))
+    if straight_through:
+        hard = (latents > threshold).to(latents.dtype).mean(dim=(1, 2))
+        soft = soft + (hard - soft).detach()  # value of `hard`, gradient of `soft`
+    return ((soft - target) ** 2).mean()
+
+
+@register(kind="batch")
+def soft_iou(latents: torch.Tensor, *, threshold: float = 0.5, temperature: float = 0.1) -> torch.Tensor:
+    """Mean soft intersection-over-union of the bright masks of every pair of images.
+
+    Rewards a batch whose shapes sit in different places. Fixes the seed's ``contrastive``:
+    its |cosine| on raw values counts the shared dark background as likeness, so the cheapest
+    way to lower it is to push backgrounds off the binary level. Here only bright pixels count:
+    the masks are ``sigmoid((blur(x) - threshold) / temperature)`` (blurred, so the gradient
+    moves blob edges apart), and the measure is the same IoU ``shape_metrics`` reports.
+    Zero for a batch of one.
+    """
+    batch = latents.shape[0]
+    if batch < 2:
+        return latents.new_zeros(())
+    masks = _soft_mask(_blur3(latents), threshold, temperature).reshape(batch, -1)
+    inter = masks @ masks.T
+    area = masks.sum(dim=1)
+    union = area[:, None] + area[None, :] - inter
+    iou = inter / union.clamp_min(1e-12)
+    off_diagonal = ~torch.eye(batch, dtype=torch.bool, device=latents.device)
+    return iou[off_diagonal].mean()
+
+
+@register(kind="coherence")
+def soft_perimeter(
+    latents: torch.Tensor, *, threshold: float = 0.5, temperature: float = 0.1
+) -> torch.Tensor:
+    """Soft boundary length per pixel, the frame counting as background: rewards few, round blobs.
+
+    Fixes the seed's coherence terms: ``autocorr`` is unbounded below (it pays for ever larger
+    values, so pixels run to the clamp) and ``perimeter`` divides by the area (so growing the
+    bright area, up to an all-on image, scores as well as a compact blob). This is the edge length
+    of the soft mask ``sigmoid((x - threshold) / temperature)`` divided by the pixel count -
+    bounded (0 for a blank image, at most about 2) and blind to the area, which
+    ``soft_object_size`` sets - so it only asks for shorter edges: fewer, rounder blobs and no
+    specks (a lone bright pixel costs 4 edges). The image is padded with background first, so a
+    shape pays for its edge along the frame too; otherwise strips hugging the border are nearly
+    free, and the optimizer finds them.
+    """
+    masks = F.pad(_soft_mask(latents, threshold, temperature), (1, 1, 1, 1))
+    dx = (masks[:, 1:, :] - masks[:, :-1, :]).abs().sum(dim=(1, 2))
+    dy = (masks[:, :, 1:] - masks[:, :, :-1]).abs().sum(dim=(1, 2))
+    return ((dx + dy) / latents[0].numel()).mean()
+
+
+@register(kind="coherence")
+def open_close(latents: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference from a 3x3 closing plus that from a 3x3 opening: no gaps, no specks.
+
+    Fixes the seed's ``morphological``, a closing only (max-pool then min-pool), which fills dark
+    gaps but leaves an isolated bright pixel unchanged - so specks cost nothing. The opening
+    (min-pool then max-pool) removes bright specks and thin spurs, so they cost here too.
+    """
+    x = latents.unsqueeze(1)
+
+    def dilate(t: torch.Tensor) -> torch.Tensor:
+        return F.max_pool2d(t, kernel_size=3, stride=1, padding=1)
+
+    def erode(t: torch.Tensor) -> torch.Tensor:
+        return -F.max_pool2d(-t, kernel_size=3, stride=1, padding=1)
+
+    closed = erode(dilate(x))
+    opened = dilate(erode(x))
+    return torch.mean((x - closed) ** 2 + (x - opened) ** 2)

@@ -61,7 +61,9 @@ class ShapeMetrics:
             "bright_fraction": float(self.bright_fraction.mean()),
             "blobs": float(self.blobs.mean()),
             "near_binary": float(self.near_binary.mean()),
-            "compactness": float(np.nanmean(self.compactness)) if np.isfinite(self.compactness).any() else math.nan,
+            "compactness": (
+                float(np.nanmean(self.compactness)) if np.isfinite(self.compactness).any() else math.nan
+            ),
             "mean_iou": self.mean_iou,
             "max_iou": float(iou.max()) if iou.size else math.nan,
         }
@@ -147,7 +149,7 @@ def shape_metrics(latents: torch.Tensor, threshold: float = 0.5) -> ShapeMetrics
     masks = images > threshold
 
     bright, blobs, near, compact = [], [], [], []
-    for image, mask in zip(images, masks):
+    for image, mask in zip(images, masks, strict=True):
         labels, count = ndimage.label(mask)
         bright.append(float(mask.mean()))
         blobs.append(count)

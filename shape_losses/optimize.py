@@ -61,11 +61,13 @@ class Result:
         return {name: values[-1] for name, values in self.history.items() if values}
 
 
-def _terms_autograd(x: torch.Tensor, plan: list[tuple[str, float, Any, dict]]) -> tuple[list[torch.Tensor], torch.Tensor]:
+def _terms_autograd(
+    x: torch.Tensor, plan: list[tuple[str, float, Any, dict]]
+) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Compute every term and the weighted total, then backpropagate (the reference engine)."""
     values = [fn(x, **params) for _, _, fn, params in plan]
     total = 0
-    for value, (_, weight, _, _) in zip(values, plan):
+    for value, (_, weight, _, _) in zip(values, plan, strict=True):
         total += value * weight
     if isinstance(total, torch.Tensor) and total.requires_grad:
         total.backward()
@@ -116,7 +118,9 @@ def optimize(
 
     start = time.perf_counter()
     names = [name for name, _ in config.active_terms()]
-    plan = [(name, weight, get_term(name).fn, config.term_params(name)) for name, weight in config.active_terms()]
+    plan = [
+        (name, weight, get_term(name).fn, config.term_params(name)) for name, weight in config.active_terms()
+    ]
 
     x = latents.detach().clone().requires_grad_(True)
     optimizer = torch.optim.Adam([x], lr=config.lr)
@@ -143,7 +147,7 @@ def optimize(
             frames.append(x.detach().cpu().clone())
             frame_steps.append(steps_run)
         if callback is not None:
-            terms = dict(zip(names + ["total"], row.unbind()))
+            terms = dict(zip(names + ["total"], row.unbind(), strict=True))
             if callback(steps_run, x.detach(), terms):
                 break
 

@@ -140,7 +140,7 @@ def machine() -> dict[str, str]:
 
 def bench(args: argparse.Namespace) -> list[dict]:
     rows = []
-    coherence = None if str(args.coherence).lower() == "none" else args.coherence
+    coherence = args.coherence
     for size in parse_sizes(args.sizes):
         b, h, w, steps = size
         latents = latents_for(b, h, w, args.device)
@@ -226,6 +226,8 @@ def main(argv: list[str] | None = None) -> None:
     unknown = set(args.contenders) - set(CONTENDERS)
     if unknown:
         parser.error(f"unknown contenders {sorted(unknown)}; valid: {CONTENDERS}")
+    if args.coherence.lower() == "none":
+        args.coherence = None
     if args.repeats < 1:
         parser.error("--repeats must be >= 1")
     info = machine()

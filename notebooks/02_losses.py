@@ -48,6 +48,7 @@ from dataclasses import replace
 
 import matplotlib.pyplot as plt
 import torch
+from IPython.display import display
 
 import shape_losses as sl
 
@@ -126,7 +127,7 @@ for label, pair in pairs.items():
 # The gradient says how each pixel should move to lower the term; Adam moves pixels against
 # it. Below, each row is one term's **negative gradient** on the three images (flat, square,
 # checker), scaled per row so that white = pushed up hardest, black = pushed down hardest,
-# mid-grey = left alone. The largest |gradient| of each row is printed under the figure.
+# mid-grey = left alone. The largest |gradient| of each row is printed above the figure.
 
 
 # %%
@@ -140,13 +141,16 @@ def descent(name, image):
     return -grad[0]
 
 
-rows = {name: torch.stack([descent(name, image) for image in images.values()]) for name in seed_terms}
-scaled = {name: g / g.abs().max().clamp_min(1e-12) for name, g in rows.items()}
-sl.comparison_grid(scaled, vmin=-1, vmax=1, title="negative gradient per term: flat | square | checker")
+def descent_grid(names, images):
+    """One row per term: its negative gradient on each image, scaled so the row's largest is 1."""
+    rows = {name: torch.stack([descent(name, image) for image in images.values()]) for name in names}
+    for name, g in rows.items():
+        print(f"{name:17s} largest |gradient|: " + "  ".join(f"{float(x.abs().max()):.4f}" for x in g))
+    scaled = {name: g / g.abs().max().clamp_min(1e-12) for name, g in rows.items()}
+    return sl.comparison_grid(scaled, vmin=-1, vmax=1, title=f"negative gradient: {' | '.join(images)}")
 
-# %%
-for name, g in rows.items():
-    print(f"{name:15s} largest |gradient|: " + "  ".join(f"{float(x.abs().max()):.4f}" for x in g))
+
+descent_grid(seed_terms, images)
 
 # %% [markdown]
 # Read it row by row. `sparsity` pushes every on pixel down. `binary` leaves all three images
@@ -293,6 +297,13 @@ if new_terms:
     term_table(new_terms, images)
 else:
     print("(none registered yet)")
+
+# %% [markdown]
+# Their gradients on the same images (compare with the seed's rows above):
+
+# %%
+if new_terms:
+    display(descent_grid(new_terms, images))
 
 # %% [markdown]
 # Next: **03_init** looks at the noise that every run starts from.

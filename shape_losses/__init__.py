@@ -8,7 +8,7 @@ Pixels are optimized directly with Adam - no neural network. Quick start::
     print(sl.shape_metrics(result.latents).table())
 """
 
-from . import losses  # noqa: F401  (registers the built-in terms)
+from . import fast, losses  # noqa: F401  (registers the built-in terms and their fast forms)
 from .config import ENGINES, PRESETS, SEED_WEIGHTS, Config, get_preset
 from .explorer import Explorer, explorer
 from .losses import (

@@ -20,6 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from . import scorecard
 from .config import ENGINES, PRESETS, Config, get_preset
 from .metrics import shape_metrics
 from .noise import initialize_latents
@@ -254,6 +255,7 @@ Handler = Callable[[argparse.Namespace], int]
 SUBCOMMANDS: dict[str, tuple[Callable[[argparse.ArgumentParser], None], Handler]] = {
     "run": (add_run_arguments, run_command),
     "compare": (add_compare_arguments, compare_command),
+    "scorecard": (scorecard.add_arguments, scorecard.run),
     # More subcommands register here: name -> (add_arguments(parser), handler(args) -> exit code),
     # e.g. the scorecard (issue 5).
 }

@@ -13,7 +13,9 @@ computes each step differently:
   falls back to autograd for that term only, and its gradient is summed in.
 * **Shared work.** ``|x|`` and its sum are computed once per step for sparsity, binary and
   magnitude; their gradients, all of the form ``a * x + b * sign(x)``, are collected as two
-  coefficients and applied in two passes at the end of the step.
+  coefficients and applied in two passes at the end of the step. The blurred soft mask of
+  ``soft_object_size`` and ``soft_iou`` is computed once, both add their gradient with respect
+  to it into one buffer, and the chain rule back to the pixels runs once.
 * **No fresh memory per step.** Every full-size temporary lives in a buffer allocated once per
   run (two scratch slots shared by all terms). On a CPU a fresh 16 MB tensor costs page faults
   that take longer than the arithmetic, and the peak memory stays below the autograd graph's.
@@ -22,7 +24,7 @@ computes each step differently:
   own bookkeeping costs ten times the kernel.
 * **Less dispatch.** Views (``x[1:]``, ``x[:-1]``, ...) and 0-d constants are made once per run;
   on a CPU an elementwise op with a Python-number operand costs about twice one with a 0-d
-  tensor operand, which matters when a 32x32 step is ~50 small ops.
+  tensor operand, which matters when a 32x32 step is 50 to 100 small ops.
 * **No per-step host synchronisation on accelerators.** On a CPU the scalar reductions come back
   as Python floats (free there, and scalar arithmetic in Python is far cheaper than tensor
   ops); on CUDA they stay 0-d tensors, the history stays on the device and is copied once at
@@ -33,8 +35,9 @@ Results match the autograd engine to rounding; float32 runs drift apart slowly b
 sitting on a tie of ``sign`` or ``max`` can go either way. So ``PRESETS['seed']`` keeps
 ``engine='autograd'`` to follow the seed's trajectory step for step.
 
-Threads: the engine leaves ``torch.set_num_threads`` alone. On a busy machine, small images
-run faster with ``torch.set_num_threads(1)`` (see ``benchmarks/RESULTS.md``).
+Threads: on a CPU, a batch of at most :data:`SINGLE_THREAD_NUMEL` pixels runs on one torch
+thread (the caller's setting is restored afterwards; a callback sees one thread); larger ones
+use torch's setting. See ``benchmarks/RESULTS.md`` for what threads do on a busy 2-core machine.
 
 Adding a fast form to your own term (``ws`` is the step's :class:`Workspace`)::
 
@@ -50,7 +53,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -73,6 +77,15 @@ CHECK_EVERY = 32
 
 _HOST_SCALARS_ON_CPU = True
 """Tests set this to False to run the accelerator code path (0-d tensors, device history) on a CPU."""
+
+SINGLE_THREAD_NUMEL = 1 << 16
+"""On a CPU, batches of up to this many pixels run on one torch thread (restored afterwards).
+
+Their tensors are too small for intra-op parallelism to pay, yet some kernels still start a
+parallel region (the fused Adam kernel splits from 2048 elements, matrix products go to MKL's
+threads): on a 2-core machine shared with other jobs, waking the second thread made a 6x32x32
+Adam step 12x slower (102 us against 8 us).
+"""
 
 BLOCKED_GRAM_BATCH = 128
 """From this batch size on, the contrastive Gram matrix is built from 3 of its 4 blocks (it is symmetric)."""
@@ -118,9 +131,9 @@ class Workspace:
     the common shapes ``c * x`` and ``c * sign(x)``, as a coefficient through :meth:`add_x` /
     :meth:`add_sign`; :meth:`gradient` applies the coefficients and returns the total.
 
-    Memory: besides ``x`` and ``grad``, two full-size scratch slots (``"a"`` and ``"b"``,
-    through :meth:`scratch`) shared by every term, ``|x|`` for the step, and whatever named
-    buffers a term asks for with :meth:`buffer`.
+    Memory: besides ``x`` and ``grad``, two image-size scratch slots (``"a"`` and ``"b"``,
+    through :meth:`scratch`) shared by every term, and the named buffers that the terms in use
+    ask for with :meth:`buffer` (``|x|``, a soft mask, ...): far less than an autograd graph.
     """
 
     def __init__(self, x: torch.Tensor):
@@ -133,16 +146,24 @@ class Workspace:
         self._cache: dict[Any, Any] = {}
         self._coef_x: Scalar = 0.0
         self._coef_sign: Scalar = 0.0
+        self._finishers: list[Callable[[], None]] = []
 
     # -- memory --------------------------------------------------------------------------------
 
     def buffer(
-        self, name: Any, shape: tuple[int, ...] | None = None, dtype: torch.dtype | None = None
+        self,
+        name: Any,
+        shape: tuple[int, ...] | None = None,
+        dtype: torch.dtype | None = None,
+        zeros: bool = False,
     ) -> torch.Tensor:
-        """A tensor kept for the whole run (default: ``x``'s shape and dtype); one name, one purpose."""
+        """A tensor kept for the whole run (default: ``x``'s shape and dtype); one name, one purpose.
+
+        Made with zeros if ``zeros`` (e.g. a frame that is never written), else uninitialised.
+        """
         buf = self._buffers.get(name)
         if buf is None:
-            buf = self._buffers[name] = torch.empty(
+            buf = self._buffers[name] = (torch.zeros if zeros else torch.empty)(
                 self.x.shape if shape is None else shape,
                 dtype=self.x.dtype if dtype is None else dtype,
                 device=self.x.device,
@@ -150,16 +171,17 @@ class Workspace:
         return buf
 
     def scratch(self, slot: str, shape: tuple[int, ...] | None = None) -> torch.Tensor:
-        """Scratch slot ``"a"`` or ``"b"`` viewed as ``shape`` (at most ``x``'s size; default ``x``'s shape).
+        """Scratch slot ``"a"`` or ``"b"`` viewed as ``shape`` (at most ``[B, H+2, W+2]``; default ``x``'s).
 
         Valid until the next use of the same slot: a fast form uses it and lets go. The
-        workspace's own methods use only slot ``"a"``, and only in :meth:`gradient`.
+        workspace's own methods use the slots only inside :meth:`gradient`.
         """
         shape = self.x.shape if shape is None else shape
         key = ("scratch", slot, tuple(shape))
         view = self._buffers.get(key)
         if view is None:
-            flat = self.buffer(("scratch", slot), (self.numel,))
+            padded = self.batch * (self.height + 2) * (self.width + 2)  # room for a 1-pixel frame
+            flat = self.buffer(("scratch", slot), (padded,))
             view = self._buffers[key] = flat[: math.prod(shape)].view(shape)
         return view
 
@@ -190,12 +212,21 @@ class Workspace:
     def begin(self) -> None:
         """Start a step: forget the cached intermediates, zero the gradient and the coefficients."""
         self._cache.clear()
+        self._finishers.clear()
         self.grad.zero_()
         self._coef_x = 0.0
         self._coef_sign = 0.0
 
+    def at_gradient(self, finisher: Callable[[], None]) -> None:
+        """Run ``finisher()`` in :meth:`gradient`, before the coefficients: for gradients collected
+        on an intermediate (a mask shared by several terms) and pushed to the pixels once."""
+        self._finishers.append(finisher)
+
     def gradient(self) -> torch.Tensor:
         """The step's total gradient: what the terms added, plus the collected coefficient terms."""
+        for finisher in self._finishers:
+            finisher()
+        self._finishers.clear()
         _axpy(self.grad, self.x, self._coef_x)
         if isinstance(self._coef_sign, torch.Tensor) or self._coef_sign != 0.0:
             sign = self._cache.get("sign")
@@ -262,6 +293,82 @@ class Workspace:
         after, before = self.pairs(self.grad if into is None else into, dim)
         _axpy(after, u, alpha)
         _axpy(before, u, -alpha)
+
+    # -- the blurred soft mask of the fixed terms ------------------------------------------------
+
+    def smooth(self, src: torch.Tensor, dim: int, out: torch.Tensor) -> torch.Tensor:
+        """``out = S src``: the weights 1, 2, 1 along ``dim`` with replicated edges (unnormalised).
+
+        ``S`` is a symmetric tridiagonal matrix (its corners are 3: the replicated neighbour),
+        so it is its own adjoint. ``src`` and ``out`` must be run-long tensors (views are kept).
+        """
+        torch.add(src, src, out=out)
+        out_after, out_before = self.pairs(out, dim)
+        src_after, src_before = self.pairs(src, dim)
+        out_after.add_(src_before)  # out[i] += src[i - 1]
+        out_before.add_(src_after)  # out[i] += src[i + 1]
+        first, last = self._edges(out, dim)
+        src_first, src_last = self._edges(src, dim)
+        first.add_(src_first)  # the replicated neighbour beyond each edge
+        last.add_(src_last)
+        return out
+
+    def _edges(self, tensor: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+        key = ("edges", id(tensor), dim)
+        entry = self._buffers.get(key)
+        if entry is None or entry[0] is not tensor:
+            size = tensor.shape[dim]
+            entry = self._buffers[key] = (tensor, tensor.narrow(dim, 0, 1), tensor.narrow(dim, size - 1, 1))
+        return entry[1], entry[2]
+
+    def blur16(self, src: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """``out = 16 blur(src)`` with ``losses._blur3``'s blur: the 3x3 binomial kernel
+        ([1, 2, 1] x [1, 2, 1] / 16) with replicated edges, applied as its two 1-D passes
+        (``S`` along rows, then columns). Unnormalised so that callers fold the 1/16 into their
+        next operation. Symmetric, so it is also the blur's adjoint (times 16)."""
+        rows = self.smooth(src, 1, out=self.buffer("blur_rows"))
+        return self.smooth(rows, 2, out=out)
+
+    def clipped(self) -> torch.Tensor:
+        """``x`` clipped to ``losses.LEVELS`` (what ``losses._blur3`` blurs), for the step."""
+        return self.once("clipped", lambda: torch.clamp(self.x, *losses.LEVELS, out=self.buffer("clipped")))
+
+    def blurred_mask(self, threshold: float, temperature: float) -> torch.Tensor:
+        """``sigmoid((blur(x) - threshold) / temperature)`` for the step (``losses._soft_mask`` of
+        ``losses._blur3``: ``x`` clipped to the levels, then blurred), shared by
+        ``soft_object_size`` and ``soft_iou`` at equal parameters."""
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        key = ("blurred_mask", threshold, temperature)
+
+        def compute() -> torch.Tensor:
+            mask = self.blur16(self.clipped(), out=self.buffer(key))
+            shift, scale = self.const(-threshold / temperature), 1.0 / (16.0 * temperature)
+            return torch.add(shift, mask, alpha=scale, out=mask).sigmoid_()
+
+        return self.once(key, compute)
+
+    def blurred_mask_grad(self, threshold: float, temperature: float) -> torch.Tensor:
+        """A buffer, zeroed for the step, where terms add their gradient with respect to
+        :meth:`blurred_mask`; the chain rule back to the pixels (``m (1 - m) / temperature``, the
+        blur's adjoint - the blur itself - and the clip's: 0 outside the levels, 1 inside and on
+        them, like autograd's ``clamp``) runs once for all of them, in :meth:`gradient`."""
+        key = ("blurred_mask_grad", threshold, temperature)
+
+        def compute() -> torch.Tensor:
+            mask = self.blurred_mask(threshold, temperature)
+            grad_mask = self.buffer(key).zero_()
+
+            def finish() -> None:
+                slope = torch.addcmul(mask, mask, mask, value=-1.0, out=self.scratch("a"))  # m (1 - m)
+                spread = self.blur16(grad_mask.mul_(slope), out=self.scratch("a"))
+                inside = torch.eq(self.clipped(), self.x, out=self.scratch("b"))  # 1.0 where not clipped
+                self.grad.addcmul_(spread, inside, value=1.0 / (16.0 * temperature))
+
+            self.at_gradient(finish)
+            return grad_mask
+
+        return self.once(key, compute)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -356,10 +463,10 @@ def _magnitude(ws: Workspace, weight: float, *, minimum: float = 0.3) -> Scalar:
     return _relu(gap)
 
 
-def _gram(ws: Workspace, flat: torch.Tensor) -> torch.Tensor:
-    """``flat @ flat.T`` into a run buffer; for a large batch from 3 of its 4 blocks (25% fewer flops)."""
+def _gram(ws: Workspace, flat: torch.Tensor, name: str = "gram") -> torch.Tensor:
+    """``flat @ flat.T`` into run buffer ``name``; for a large batch, from 3 of its 4 blocks (symmetric)."""
     batch = flat.shape[0]
-    gram = ws.buffer("gram", (batch, batch))
+    gram = ws.buffer(name, (batch, batch))
     if batch < BLOCKED_GRAM_BATCH:
         return torch.mm(flat, flat.T, out=gram)
     half = batch // 2
@@ -425,8 +532,9 @@ def _perimeter(ws: Workspace, weight: float, *, threshold: float = 0.5, temperat
 
     Gradient: ``dL/ds = D^T sign(D s) / A - E / A^2``, then ``ds/dx = s (1 - s) / T``.
     """
-    soft = torch.sub(ws.x, ws.const(threshold), out=ws.buffer("soft"))
-    s = soft.div_(ws.const(temperature)).sigmoid_()
+    # (x - t) / T as x / T - t / T: one pass instead of two
+    shift, scale = ws.const(-threshold / temperature), 1.0 / temperature
+    s = torch.add(shift, ws.x, alpha=scale, out=ws.buffer("soft")).sigmoid_()
     edge: Scalar = 0.0
     signs = []
     for dim in (1, 2):
@@ -444,29 +552,172 @@ def _perimeter(ws: Workspace, weight: float, *, threshold: float = 0.5, temperat
     return edge / area
 
 
-@fast_form("morphological")
-def _morphological(ws: Workspace, weight: float) -> Scalar:
-    """mean (x - closing(x))^2 with a 3x3 closing (max-pool, then min-pool as -max-pool(-.)).
+def _pool_residual(
+    ws: Workspace, slot: str, opening: bool
+) -> tuple[torch.Tensor, Callable[[torch.Tensor], None]]:
+    """``x - closing(x)`` (or ``x - opening(x)``) with 3x3 pools, in scratch ``slot``, and a function
+    adding the gradient of ``sum(residual * g)`` for a given ``g`` (``g`` is overwritten).
 
-    Gradient ``g - P1^T P2^T g`` with ``g = 2 (x - closing(x)) / N`` and ``P1^T``, ``P2^T``
-    routing a value back to the pixel that won its pooling window - the same winners, ties
-    included, as autograd's.
+    With ``s = +1`` for the closing and ``-1`` for the opening, ``p = maxpool(s x)`` and
+    ``q = maxpool(-p)``, the closing is ``-q`` and the opening ``q``: the residual is ``x + s q``
+    and its gradient applied to ``g`` is ``g - P^T Q^T g``, where ``P^T`` and ``Q^T`` route a value
+    back to the pixel that won its pooling window - the same winners, ties included, as autograd's.
     """
     x4 = ws.x.unsqueeze(1)
-    pooled, first = F.max_pool2d(x4, kernel_size=3, stride=1, padding=1, return_indices=True)
+    pool = {"kernel_size": 3, "stride": 1, "padding": 1, "return_indices": True}
+    pooled, first = F.max_pool2d(-x4 if opening else x4, **pool)
     neg_pooled = pooled.neg_()
-    neg_closed, second = F.max_pool2d(neg_pooled, kernel_size=3, stride=1, padding=1, return_indices=True)
-    residual = torch.add(x4, neg_closed, out=ws.scratch("a", x4.shape))  # x - closing(x)
-    value = ws.scalar(torch.mul(residual, residual, out=ws.scratch("b", x4.shape)).sum()) / ws.numel
-    if weight:
-        g = residual.mul_(2.0 * weight / ws.numel)
-        ws.grad.add_(g.squeeze(1))
+    second_pooled, second = F.max_pool2d(neg_pooled, **pool)
+    out = ws.scratch(slot, x4.shape)
+    residual = torch.sub(x4, second_pooled, out=out) if opening else torch.add(x4, second_pooled, out=out)
+
+    def add_gradient(g: torch.Tensor) -> None:
         backward = torch.ops.aten.max_pool2d_with_indices_backward
-        # residual = x + neg_closed and neg_closed = maxpool(neg_pooled), neg_pooled = -maxpool(x)
-        d_neg_pooled = backward(g, neg_pooled, [3, 3], [1, 1], [1, 1], [1, 1], False, second)
-        d_x = backward(d_neg_pooled.neg_(), x4, [3, 3], [1, 1], [1, 1], [1, 1], False, first)
-        ws.grad.add_(d_x.squeeze(1))
+        ws.grad.add_(g.squeeze(1))
+        routed = backward(g, neg_pooled, [3, 3], [1, 1], [1, 1], [1, 1], False, second)
+        routed = backward(routed, x4, [3, 3], [1, 1], [1, 1], [1, 1], False, first)
+        ws.grad.sub_(routed.squeeze(1))
+
+    return residual, add_gradient
+
+
+@fast_form("morphological")
+def _morphological(ws: Workspace, weight: float) -> Scalar:
+    """mean (x - closing(x))^2 with a 3x3 closing (max-pool, then min-pool); gradient through
+    the pools' winners (see ``_pool_residual``)."""
+    residual, add_gradient = _pool_residual(ws, "a", opening=False)
+    value = ws.scalar(torch.mul(residual, residual, out=ws.scratch("b", residual.shape)).sum()) / ws.numel
+    if weight:
+        add_gradient(residual.mul_(2.0 * weight / ws.numel))
     return value
+
+
+# ---------------------------------------------------------------------------------------------
+# Fast forms of the fixed terms (issue 5)
+# ---------------------------------------------------------------------------------------------
+
+
+@fast_form("binary01")
+def _binary01(ws: Workspace, weight: float, *, low: float = 0.0, high: float = 1.0) -> Scalar:
+    """mean min(|x - low|, |x - high|) = mean | |x - c| - h | (c, h: the levels' mid-point and
+    half-gap); gradient sign(x - c) sign(|x - c| - h) / N, 0 at the mid-point (where autograd
+    splits the tie evenly) and at the levels."""
+    if not low < high:
+        raise ValueError(f"binary01 needs low < high, got low={low}, high={high}")
+    centred = torch.sub(ws.x, ws.const((low + high) / 2), out=ws.scratch("a"))
+    gap = torch.abs(centred, out=ws.scratch("b")).sub_(ws.const((high - low) / 2))
+    direction = centred.mul_(gap)  # its sign is the gradient's
+    value = ws.scalar(gap.abs_().sum()) / ws.numel
+    if weight:
+        ws.grad.add_(direction.sign_(), alpha=weight / ws.numel)
+    return value
+
+
+@fast_form("soft_object_size")
+def _soft_object_size(
+    ws: Workspace,
+    weight: float,
+    *,
+    threshold: float = 0.5,
+    target: float = 0.2,
+    temperature: float = 0.1,
+    straight_through: bool = True,
+) -> Scalar:
+    """mean over images of (fraction_b - target)^2, the fraction soft (mean of the blurred mask)
+    or, straight-through, hard (pixels > threshold) in value; gradient
+    ``2 (fraction_b - target) / (B H W)`` on every mask pixel of image b."""
+    if not 0.0 <= target <= 1.0:
+        raise ValueError(f"target must be a fraction in [0, 1], got {target}")
+    mask = ws.blurred_mask(threshold, temperature)
+    per_image = (ws.batch, -1)
+    if straight_through:
+        bright = torch.gt(ws.x, ws.const(threshold), out=ws.scratch("b"))
+        fraction = bright.view(per_image).mean(dim=1)
+    else:
+        fraction = mask.view(per_image).mean(dim=1)
+    gap = fraction - target
+    value = ws.scalar(gap.square().mean())
+    if weight:
+        grad_mask = ws.blurred_mask_grad(threshold, temperature)
+        scale = gap.mul_(2.0 * weight / ws.numel)
+        grad_mask.view(per_image).add_(scale[:, None])
+    return value
+
+
+@fast_form("soft_iou")
+def _soft_iou(ws: Workspace, weight: float, *, threshold: float = 0.5, temperature: float = 0.1) -> Scalar:
+    """mean over pairs i != j of I_ij / U_ij, with masks m (blurred, soft), I = m m^T, areas a and
+    U = a_i + a_j - I (clamped at 1e-12). With K = B (B - 1):
+    ``dL/dI_ij = (1/U + I/U^2) / K`` and ``dL/da_i = -(2/K) sum_j I_ij / U_ij^2`` (off the diagonal,
+    and 0 where the clamp holds U), so ``dL/dm = 2 (dL/dI) m + dL/da``: one matrix product for
+    I and one for the gradient."""
+    batch = ws.batch
+    mask = ws.blurred_mask(threshold, temperature)  # checks the temperature, even for a batch of one
+    if batch < 2:
+        return 0.0 if ws.host_scalars else ws.x.new_zeros(())
+    masks = mask.view(batch, -1)
+    inter = _gram(ws, masks, "soft_iou_inter")
+    area = masks.sum(dim=1)
+    union = area[:, None] + area[None, :] - inter
+    clamped = union < 1e-12
+    union.clamp_min_(1e-12)
+    iou = inter / union
+    iou.fill_diagonal_(0.0)
+    pairs = batch * (batch - 1)
+    value = ws.scalar(iou.sum()) / pairs
+    if weight:
+        ratio = iou.div_(union)  # I / U^2 (0 on the diagonal)
+        d_inter = union.reciprocal_().add_(ratio).fill_diagonal_(0.0)  # 1/U + I/U^2 off the diagonal
+        ratio.masked_fill_(clamped, 0.0)
+        d_area = ratio.sum(dim=1).mul_(-2.0)
+        grad_mask = ws.blurred_mask_grad(threshold, temperature).view(batch, -1)
+        grad_mask.addmm_(d_inter, masks, alpha=2.0 * weight / pairs)
+        grad_mask.add_(d_area.mul_(weight / pairs)[:, None])
+    return value
+
+
+@fast_form("soft_perimeter")
+def _soft_perimeter(
+    ws: Workspace, weight: float, *, threshold: float = 0.5, temperature: float = 0.1
+) -> Scalar:
+    """(sum |D s| over both directions) / (B H W), s = sigmoid((x - t) / T) framed by a 1-pixel
+    border of 0; gradient ``D^T sign(D s) / (B H W)`` on the framed mask, cropped, times
+    ``s (1 - s) / T``."""
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    framed = ws.buffer("framed_soft", (ws.batch, ws.height + 2, ws.width + 2), zeros=True)
+    inside = framed[:, 1:-1, 1:-1]
+    torch.add(ws.const(-threshold / temperature), ws.x, alpha=1.0 / temperature, out=inside)
+    inside.sigmoid_()
+    count = ws.numel
+    if weight:
+        grad_framed = ws.buffer("framed_soft_grad", framed.shape).zero_()
+    edge: Scalar = 0.0
+    for dim in (1, 2):
+        shape = list(framed.shape)
+        shape[dim] -= 1
+        d = ws.diff(framed, dim, out=ws.scratch("a", tuple(shape)))
+        if weight:
+            sign = torch.sign(d, out=ws.scratch("b", tuple(shape)))
+            ws.add_diff_transpose(sign, dim, weight / (count * temperature), into=grad_framed)
+        edge = edge + ws.scalar(d.abs_().sum())
+    if weight:
+        slope = torch.addcmul(inside, inside, inside, value=-1.0, out=ws.scratch("a"))  # s (1 - s)
+        ws.grad.addcmul_(grad_framed[:, 1:-1, 1:-1], slope)
+    return edge / count
+
+
+@fast_form("open_close")
+def _open_close(ws: Workspace, weight: float) -> Scalar:
+    """mean (x - closing(x))^2 + (x - opening(x))^2, 3x3 pools; gradient through the pools'
+    winners (see ``_pool_residual``)."""
+    value: Scalar = 0.0
+    for opening in (False, True):
+        residual, add_gradient = _pool_residual(ws, "a", opening=opening)
+        value = value + ws.scalar(torch.mul(residual, residual, out=ws.scratch("b", residual.shape)).sum())
+        if weight:
+            add_gradient(residual.mul_(2.0 * weight / ws.numel))
+    return value / ws.numel
 
 
 # ---------------------------------------------------------------------------------------------
@@ -559,6 +810,20 @@ class _Adam:
         self._call([self.param], [self.grad], [self.exp_avg], [self.exp_avg_sq], [self.steps], lr=self.lr)
 
 
+@contextmanager
+def _one_thread_if_small(x: torch.Tensor) -> Iterator[None]:
+    """Run the block on one torch thread if ``x`` is a small CPU tensor (see :data:`SINGLE_THREAD_NUMEL`)."""
+    threads = torch.get_num_threads()
+    if x.device.type != "cpu" or x.numel() > SINGLE_THREAD_NUMEL or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _first_bad(values: torch.Tensor, names: list[str], offset: int) -> NonFiniteLossError | None:
     """The error for the first non-finite entry of ``values`` [steps, terms] (row 0 is step ``offset``)."""
     bad = ~torch.isfinite(values)
@@ -608,44 +873,45 @@ def optimize_fast(
         frame_steps.append(0)
 
     steps_run = 0
-    for step in range(config.steps):
-        ws.begin()
-        values = [accumulate(ws, weight, **params) for accumulate, weight, params in plan]
-        ws.gradient()
-        adam.step()
-        if config.clamp is not None:
-            x.clamp_(*config.clamp)
-        steps_run = step + 1
+    with _one_thread_if_small(x):  # see SINGLE_THREAD_NUMEL
+        for step in range(config.steps):
+            ws.begin()
+            values = [accumulate(ws, weight, **params) for accumulate, weight, params in plan]
+            ws.gradient()
+            adam.step()
+            if config.clamp is not None:
+                x.clamp_(*config.clamp)
+            steps_run = step + 1
 
-        if host:
-            total = 0.0
-            for value, weight in zip(values, weights, strict=True):
-                total += value * weight
-            rows.append([*values, total])
-            if not math.isfinite(total):  # a non-finite term makes the total non-finite
-                bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), len(names))
-                raise NonFiniteLossError(keys[bad], step)
-        else:
-            if values:
-                values_on_device[step] = torch.stack(values)
-            if callback is not None or steps_run - checked >= CHECK_EVERY:
-                error = _first_bad(values_on_device[checked:steps_run], names, checked)
-                if error is not None:
-                    raise error
-                checked = steps_run
-
-        if record_every and steps_run % record_every == 0:
-            frames.append(x.detach().cpu().clone())
-            frame_steps.append(steps_run)
-        if callback is not None:
             if host:
-                terms = {k: torch.tensor(v, dtype=torch.float64) for k, v in zip(keys, rows[-1], strict=True)}
+                total = 0.0
+                for value, weight in zip(values, weights, strict=True):
+                    total += value * weight
+                rows.append([*values, total])
+                if not math.isfinite(total):  # a non-finite term makes the total non-finite
+                    bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), len(names))
+                    raise NonFiniteLossError(keys[bad], step)
             else:
-                row = values_on_device[step]
-                terms = dict(zip(names, row.unbind(), strict=True))
-                terms["total"] = row @ weights_on_device
-            if callback(steps_run, x, terms):
-                break
+                if values:
+                    values_on_device[step] = torch.stack(values)
+                if callback is not None or steps_run - checked >= CHECK_EVERY:
+                    error = _first_bad(values_on_device[checked:steps_run], names, checked)
+                    if error is not None:
+                        raise error
+                    checked = steps_run
+
+            if record_every and steps_run % record_every == 0:
+                frames.append(x.detach().cpu().clone())
+                frame_steps.append(steps_run)
+            if callback is not None:
+                if host:
+                    terms = dict(zip(keys, torch.tensor(rows[-1], dtype=torch.float64).unbind(), strict=True))
+                else:
+                    row = values_on_device[step]
+                    terms = dict(zip(names, row.unbind(), strict=True))
+                    terms["total"] = row @ weights_on_device
+                if callback(steps_run, x, terms):
+                    break
 
     if host:
         history = torch.tensor(rows, dtype=torch.float64).reshape(len(rows), len(keys))

@@ -189,18 +189,24 @@ def contrastive_shape_loss(latents: torch.Tensor) -> torch.Tensor:
 # seed-compatible functions above stay exactly as they are. PRESETS['default'] is built from these.
 # =============================================================================================
 
+LEVELS = (0.0, 1.0)
+"""The two levels of the fixed terms: background 0 (dark, as ``sparsity`` wants) and shape 1."""
+
 _BINOMIAL_3 = (1.0, 2.0, 1.0)
 
 
 def _blur3(latents: torch.Tensor) -> torch.Tensor:
-    """3x3 binomial blur ([1, 2, 1] x [1, 2, 1] / 16) with replicated edges, ``[B, H, W]`` -> same.
+    """Clip to the levels [0, 1], then a 3x3 binomial blur ([1, 2, 1] x [1, 2, 1] / 16, edges
+    replicated): ``[B, H, W]`` -> same.
 
     On a 0/1 image the blurred value crosses 0.5 right at a blob's edge, so a sigmoid of it has
-    its slope there - not on the pixels deep inside or far outside a blob.
+    its slope there - not on the pixels deep inside or far outside a blob. The clip stops the
+    terms that use it from pushing a pixel beyond a level (a pixel above 1 is as bright as a
+    pixel gets; raising it further would only inflate the blurred value of its dark neighbours).
     """
     k = torch.tensor(_BINOMIAL_3, dtype=latents.dtype, device=latents.device)
     kernel = (k[:, None] * k[None, :] / 16.0).view(1, 1, 3, 3)
-    padded = F.pad(latents.unsqueeze(1), (1, 1, 1, 1), mode="replicate")
+    padded = F.pad(latents.clamp(*LEVELS).unsqueeze(1), (1, 1, 1, 1), mode="replicate")
     return F.conv2d(padded, kernel).squeeze(1)
 
 
@@ -212,7 +218,7 @@ def _soft_mask(latents: torch.Tensor, threshold: float, temperature: float) -> t
 
 
 @register(kind="shape")
-def binary01(latents: torch.Tensor, *, low: float = 0.0, high: float = 1.0) -> torch.Tensor:
+def binary01(latents: torch.Tensor, *, low: float = LEVELS[0], high: float = LEVELS[1]) -> torch.Tensor:
     """Mean absolute distance to the nearer of two levels, 0 (off) and 1 (on): rewards two-level images.
 
     Fixes the seed's ``binary``: its levels -1 and +1 disagree with ``sparsity`` (background at 0)

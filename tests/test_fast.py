@@ -26,6 +26,18 @@ OTHER_PARAMS = {
     "object_size": {"threshold": 0.2, "target": 0.4},
     "magnitude": {"minimum": 0.9},
     "perimeter": {"threshold": 0.1, "temperature": 0.3},
+    "binary01": {"low": -0.3, "high": 1.2},
+    "soft_object_size": {"threshold": 0.3, "target": 0.35, "temperature": 0.2, "straight_through": False},
+    "soft_iou": {"threshold": 0.2, "temperature": 0.25},
+    "soft_perimeter": {"threshold": 0.3, "temperature": 0.2},
+}
+
+# parameters a term rejects: its fast form must reject them too (term -> params)
+BAD_PARAMS = {
+    "binary01": {"low": 1.0, "high": 0.0},
+    "soft_object_size": {"target": 1.5},
+    "soft_iou": {"temperature": 0.0},
+    "soft_perimeter": {"temperature": -1.0},
 }
 
 
@@ -85,6 +97,15 @@ def test_fast_form_float32_close_to_autograd(name, rand):
     value, grad = term.fast(x)
     torch.testing.assert_close(value, expected_value, rtol=1e-5, atol=1e-6)
     assert_grad_close(grad, expected_grad, rel=1e-4)
+
+
+@pytest.mark.parametrize("name", sorted(set(BAD_PARAMS) & set(WITH_FAST)))
+def test_fast_form_rejects_what_the_term_rejects(name, rand):
+    x = rand((2, 12, 12), seed=0)
+    with pytest.raises(ValueError):
+        TERMS[name].fn(x, **BAD_PARAMS[name])
+    with pytest.raises(ValueError):
+        TERMS[name].fast(x, **BAD_PARAMS[name])
 
 
 def test_fast_forms_are_independent_of_the_workspace_order(rand):
@@ -203,6 +224,17 @@ def test_fused_adam_equals_torch_adam(dtype, rand):
     torch.testing.assert_close(x, reference.detach(), rtol=tol, atol=tol)
 
 
+def test_adam_falls_back_without_the_fused_kernel(rand, monkeypatch):
+    """Where the fused kernel is missing, the engine uses torch.optim.Adam: the same run."""
+    x = rand((2, 12, 12), seed=2)
+    config = replace(sl.PRESETS["seed"], steps=8, engine="fast")
+    fused = sl.optimize(x, config)
+    monkeypatch.delattr(torch, "_fused_adam_")
+    assert fast._Adam(x.clone(), torch.zeros_like(x), lr=0.1)._fused is None
+    fallback = sl.optimize(x, config)
+    torch.testing.assert_close(fallback.latents, fused.latents, rtol=1e-5, atol=1e-6)
+
+
 # -- runs ---------------------------------------------------------------------------------------
 
 
@@ -265,7 +297,8 @@ def test_history_frames_and_result_match_autograd(x0, host_scalars):
         )
     names = [name for name, _ in SMALL.active_terms()]
     for name in names:  # the value before the first step
-        assert got.history[name][0] == pytest.approx(sl.get_term(name)(x0.detach()).item(), rel=1e-6, abs=1e-7)
+        expected = sl.get_term(name)(x0.detach()).item()
+        assert got.history[name][0] == pytest.approx(expected, rel=1e-6, abs=1e-7)
     assert got.frame_steps == ref.frame_steps == [0, 5, 10, 12]
     assert got.frames.shape == ref.frames.shape and got.frames.device.type == "cpu"
     assert torch.equal(got.frames[0], x0.detach()) and torch.equal(got.frames[-1], got.latents)
@@ -350,6 +383,23 @@ def test_overflow_in_a_fast_term_is_caught(host_scalars):
             sl.optimize(x, replace(config, engine=engine))
         errors.append((info.value.term, info.value.step))
     assert errors[0] == errors[1] == ("autocorr", 1)
+
+
+def test_small_cpu_runs_use_one_thread_and_restore_the_setting(x0, temp_term):
+    """Small batches run on one torch thread (see fast.SINGLE_THREAD_NUMEL); the caller's
+    setting comes back afterwards, also when the run raises."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        inside = []
+        sl.optimize(x0, SMALL, callback=lambda step, x, terms: inside.append(torch.get_num_threads()))
+        assert set(inside) == {1} and torch.get_num_threads() == 2
+        temp_term("_nan", lambda latents: latents.mean() * math.nan)
+        with pytest.raises(sl.NonFiniteLossError):
+            sl.optimize(x0, SMALL.with_weights(_nan=1.0))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_optimize_fast_checks_its_arguments(x0):

@@ -6,7 +6,7 @@ BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NOTEBOOKS := $(wildcard notebooks/*.ipynb)
 
-.PHONY: install demo test unit nbval sync-check lint lab notebooks app bench clean
+.PHONY: install demo test unit nbval sync-check lint lab notebooks app bench repo-url clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -34,6 +34,7 @@ sync-check: install
 	git diff --exit-code -- notebooks/
 
 nbval: install
+	$(BIN)/python -c "import matplotlib.pyplot"  # builds matplotlib's font cache outside the checked cells
 	$(BIN)/python -m pytest --nbval --nbval-current-env --nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider notebooks/
 
 ## make lab: JupyterLab on the notebooks
@@ -48,8 +49,17 @@ app: install
 ## make notebooks: re-execute every notebook in place (refreshes nbval's reference) and re-sync pairs
 notebooks: install
 	$(BIN)/jupytext --sync $(NOTEBOOKS)
-	$(BIN)/jupyter nbconvert --to notebook --execute --inplace $(NOTEBOOKS)
+	$(BIN)/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.record_timing=False $(NOTEBOOKS)
 	$(BIN)/jupytext --sync $(NOTEBOOKS)
+
+## make repo-url: after changing [project.urls] Repository in pyproject.toml (a fork), rewrite every badge and install cell
+repo-url: install
+	$(BIN)/python scripts/set_repo_url.py
+
+## make bench: the engine benchmark (ratios against the seed's loop) and the explorer's latency
+bench: install
+	$(BIN)/python benchmarks/bench_optimize.py --threads 1 --markdown
+	$(BIN)/python benchmarks/explorer_latency.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

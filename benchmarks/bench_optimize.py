@@ -175,7 +175,7 @@ def format_row(row: dict, contenders) -> str:
         if f"{name}_ratio" in row:
             part += f" ({row[f'{name}_ratio']:.2f}x)"
         if f"{name}_mb" in row:
-            part += f" {row[f'{name}_mb']:.0f} MB"
+            part += f" {row[f'{name}_mb']:.3g} MB"
         parts.append(part)
     return " | ".join(parts)
 
@@ -202,7 +202,7 @@ def markdown(rows: list[dict], contenders, info: dict[str, str], args: argparse.
                 ratio = f"{row[f'{name}_ratio']:.2f}x"
                 cells.append(f"**{ratio}**" if name == "fast" else ratio)
         if args.memory:
-            cells += [f"{row[f'{name}_mb']:.0f}" for name in contenders]
+            cells += [f"{row[f'{name}_mb']:.3g}" for name in contenders]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -56,8 +56,9 @@ print(f"mean {x0.mean():.3f}, std {x0.std():.3f}, min {x0.min():.3f}, max {x0.ma
 sl.image_grid(x, title="initial noise with blob seeds (seed 0)")
 
 # %% [markdown]
-# The same measures that later tell whether shapes formed, on the starting noise. Only the blob
-# centres are above 0.5, so few pixels are bright; the noise keeps most pixels far from any level.
+# The same measures that later tell whether shapes formed, applied to the starting noise: what
+# is above 0.5 here are the blob tops, ragged at the edges where the noise crosses the threshold,
+# and the smooth blob flanks are far from any two levels. Compare with the tables after the runs below.
 
 # %%
 print(sl.shape_metrics(x).table())

@@ -6,7 +6,7 @@ A fork changes that one line and runs::
     python scripts/set_repo_url.py          # rewrite the links in place
     python scripts/set_repo_url.py --check  # exit 1, listing the files, if any link is stale
 
-It rewrites, in ``notebooks/*.ipynb``, ``notebooks/*.py``, ``docs/notebooks.md`` and ``README.md``:
+It rewrites, in ``notebooks/*.ipynb``, ``notebooks/*.py`` and ``README.md``:
 
 * Colab links   ``https://colab.research.google.com/github/OWNER/REPO/...``
 * Binder links  ``https://mybinder.org/v2/gh/OWNER/REPO/...``
@@ -79,7 +79,7 @@ def rewrite(text: str, owner: str, repo: str) -> str:
 def target_files(root: Path = ROOT) -> list[Path]:
     """The files whose links follow the repository URL (those that exist)."""
     files = sorted((root / "notebooks").glob("*.ipynb")) + sorted((root / "notebooks").glob("*.py"))
-    files += [root / "docs" / "notebooks.md", root / "README.md"]
+    files.append(root / "README.md")
     return [f for f in files if f.is_file()]
 
 

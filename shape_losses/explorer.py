@@ -60,6 +60,9 @@ __all__ = ["Explorer", "RunRecord", "explorer", "frames_gif", "grid_png", "loss_
 
 MAX_BATCH = 16
 MAX_IMAGE_SIZE = 96
+_SLIDER_TOOLTIP = "tooltip" if widgets.FloatSlider.class_traits().get("tooltip") else "description_tooltip"
+"""Sliders call it ``description_tooltip`` in ipywidgets 7 (what Colab ships) and ``tooltip`` in 8."""
+
 MAX_STEPS = 2000
 PREVIEW_SECONDS = 0.3
 """During a run longer than this, the image is refreshed this often, so a slow run is watchable."""
@@ -367,8 +370,9 @@ class Explorer(widgets.VBox):
         for name in weighted_term_names():
             slider = widgets.FloatSlider(
                 value=0.0, min=0.0, max=wmax, step=0.01, description=name, readout_format=".2f",
-                continuous_update=False, style=style, layout=wide, tooltip=get_term(name).doc,
+                continuous_update=False, style=style, layout=wide,
             )
+            setattr(slider, _SLIDER_TOOLTIP, get_term(name).doc)
             slider.add_class(f"sl-weight-{name}")
             self.weight_sliders[name] = slider
 
@@ -480,8 +484,9 @@ class Explorer(widgets.VBox):
         )
         tabs = widgets.Tab(
             children=[shapes, widgets.VBox([self.curves], layout=natural), animation, export],
-            titles=("Shapes", "Loss curves", "Animation", "Export"),
         )
+        for index, title in enumerate(("Shapes", "Loss curves", "Animation", "Export")):
+            tabs.set_title(index, title)  # works on ipywidgets 7 (Colab) and 8
         right = widgets.VBox(
             [widgets.HBox([self.progress, self.status]), self.message, tabs],
             layout=widgets.Layout(flex="1 1 480px", min_width="360px"),

@@ -905,7 +905,7 @@ def optimize_fast(
                 frame_steps.append(steps_run)
             if callback is not None:
                 if host:
-                    terms = dict(zip(keys, torch.tensor(rows[-1], dtype=torch.float64).unbind(), strict=True))
+                    terms = dict(zip(keys, rows[-1], strict=True))
                 else:
                     row = values_on_device[step]
                     terms = dict(zip(names, row.unbind(), strict=True))

@@ -16,7 +16,7 @@ from .registry import get_term
 STOP = True
 """Return this (or anything truthy) from an ``optimize`` callback to stop the run early."""
 
-Callback = Callable[[int, torch.Tensor, dict[str, torch.Tensor]], Any]
+Callback = Callable[[int, torch.Tensor, dict[str, Any]], Any]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -95,8 +95,9 @@ def optimize(
         config: the run's settings; ``PRESETS['default']`` when ``None``.
         callback: called after every step as ``callback(step, latents, terms)`` with the step
             number (1-based), the current images (detached) and the terms' values before the
-            step (0-d tensors, ``'total'`` included). Returning ``STOP`` (any truthy value)
-            ends the run early.
+            step, ``'total'`` included: floats on the CPU, 0-d tensors on an accelerator (so
+            that no step waits for the device); ``float(value)`` reads either. Returning
+            ``STOP`` (any truthy value) ends the run early.
         record_every: keep a snapshot every this many steps in ``Result.frames`` (0: none).
 
     Raises:
@@ -147,7 +148,8 @@ def optimize(
             frames.append(x.detach().cpu().clone())
             frame_steps.append(steps_run)
         if callback is not None:
-            terms = dict(zip(names + ["total"], row.unbind(), strict=True))
+            values = row.tolist() if x.device.type == "cpu" else row.unbind()
+            terms = dict(zip(names + ["total"], values, strict=True))
             if callback(steps_run, x.detach(), terms):
                 break
 

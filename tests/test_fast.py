@@ -265,7 +265,7 @@ def test_presets_reach_the_same_shapes(preset):
     for field in ("bright_fraction", "near_binary", "compactness"):
         assert abs(float(getattr(a, field).mean()) - float(getattr(b, field).mean())) < 0.02, field
     assert abs(a.mean_iou - b.mean_iou) < 0.02
-    assert got.history["total"][-1] == pytest.approx(ref.history["total"][-1], rel=0.02, abs=1e-3)
+    assert got.history["total"][-1] == pytest.approx(ref.history["total"][-1], rel=0.05, abs=1e-3)
 
 
 def test_seed_preset_stays_on_autograd_and_others_use_fast():
@@ -320,7 +320,10 @@ def test_callback_sees_each_step_and_can_stop_early(x0, host_scalars):
     def callback(step, latents, terms):
         seen.append((step, latents.requires_grad, sorted(terms)))
         totals.append(float(terms["total"]))
-        assert all(isinstance(v, torch.Tensor) and v.dim() == 0 for v in terms.values())
+        # floats where the values live on the host, 0-d tensors where they stay on the device
+        kind = float if host_scalars else torch.Tensor
+        assert all(isinstance(v, kind) for v in terms.values())
+        assert all(v.dim() == 0 for v in terms.values() if isinstance(v, torch.Tensor))
         return sl.STOP if step == 4 else None
 
     result = sl.optimize(x0, SMALL, callback=callback)

@@ -220,8 +220,7 @@ def test_install_cell_runs_pip_only_on_colab_and_keeps_colabs_torch(name, repo_u
 
 
 def test_set_repo_url_moves_every_link_to_a_fork(tmp_path):
-    for item in ("notebooks", "docs"):
-        shutil.copytree(ROOT / item, tmp_path / item)
+    shutil.copytree(ROOT / "notebooks", tmp_path / "notebooks")
     shutil.copy(ROOT / "README.md", tmp_path / "README.md")
     pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
     old = set_repo_url.repository_url(ROOT / "pyproject.toml")
@@ -330,9 +329,8 @@ def test_binder_installs_cpu_torch_and_the_package():
 
 
 def test_binder_links_open_jupyterlab_on_the_notebooks():
-    """The README's notebook section (drafted in docs/notebooks.md) links every notebook."""
-    docs = [ROOT / "README.md", ROOT / "docs" / "notebooks.md"]
-    text = "\n".join(p.read_text(encoding="utf-8") for p in docs if p.is_file())
+    """The README's notebook section links every notebook."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
     assert re.search(r"https://mybinder\.org/v2/gh/[^/]+/[^/]+/HEAD\?urlpath=lab/tree/notebooks\)", text)
     for name in NOTEBOOKS:
         assert f"notebooks/{name}.ipynb" in text, f"the README's notebook table has no line for {name}"

@@ -30,8 +30,8 @@ import numpy as np
 import torch
 
 from ._checks import check_int, check_latents
-from .config import PRESETS, Config
-from .optimize import optimize
+from .config import Config
+from .optimize import check_run_args, optimize
 from .registry import get_term
 
 
@@ -192,11 +192,7 @@ def gradient_norms(
         config: the run's settings; ``PRESETS['default']`` when ``None``.
         every: measure every this many steps (>= 1).
     """
-    if config is None:
-        config = PRESETS["default"]
-    if not isinstance(config, Config):
-        raise TypeError(f"config must be a shape_losses.Config, got {type(config).__name__}")
-    check_latents(latents, "latents", finite=True)
+    config = check_run_args(latents, config)
     check_int(every, "every", minimum=1)
 
     names = [name for name, _ in config.active_terms()]

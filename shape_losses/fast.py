@@ -61,9 +61,9 @@ import torch
 import torch.nn.functional as F
 
 from . import losses  # noqa: F401  (the built-in terms must be registered before their fast forms)
-from ._checks import check_int, check_latents
+from ._checks import check_latents
 from .config import Config
-from .optimize import Callback, NonFiniteLossError, Result, finish
+from .optimize import Callback, NonFiniteLossError, Result, check_run_args, finish
 from .registry import get_term, register_fast
 
 Scalar = float | torch.Tensor
@@ -845,12 +845,9 @@ def optimize_fast(
     Same arguments, result and errors as :func:`shape_losses.optimize`, which calls this for
     ``config.engine == 'fast'``.
     """
-    if not isinstance(config, Config):
-        raise TypeError(f"config must be a shape_losses.Config, got {type(config).__name__}")
-    check_latents(latents, "latents", finite=True)
-    check_int(record_every, "record_every", minimum=0)
-    if callback is not None and not callable(callback):
-        raise TypeError(f"callback must be callable or None, got {callback!r}")
+    if config is None:
+        raise TypeError("config must be a shape_losses.Config, got NoneType")
+    check_run_args(latents, config, callback, record_every)
 
     start = time.perf_counter()
     active = config.active_terms()

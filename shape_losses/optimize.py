@@ -103,15 +103,7 @@ def optimize(
     Raises:
         NonFiniteLossError: a term became NaN or infinite; names the term and the step.
     """
-    if config is None:
-        config = PRESETS["default"]
-    if not isinstance(config, Config):
-        raise TypeError(f"config must be a shape_losses.Config, got {type(config).__name__}")
-    check_latents(latents, "latents", finite=True)
-    check_int(record_every, "record_every", minimum=0)
-    if callback is not None and not callable(callback):
-        raise TypeError(f"callback must be callable or None, got {callback!r}")
-
+    config = check_run_args(latents, config, callback, record_every)
     if config.engine == "fast":
         from .fast import optimize_fast
 
@@ -154,6 +146,21 @@ def optimize(
                 break
 
     return finish(x, history, names, frames, frame_steps, config, steps_run, record_every, start)
+
+
+def check_run_args(
+    latents: torch.Tensor, config: Config | None, callback: Callback | None = None, record_every: int = 0
+) -> Config:
+    """Check a run's arguments at the boundary; returns the config (``PRESETS['default']`` for ``None``)."""
+    if config is None:
+        config = PRESETS["default"]
+    if not isinstance(config, Config):
+        raise TypeError(f"config must be a shape_losses.Config, got {type(config).__name__}")
+    check_latents(latents, "latents", finite=True)
+    check_int(record_every, "record_every", minimum=0)
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable or None, got {callback!r}")
+    return config
 
 
 def _check_finite(row: torch.Tensor, names: list[str], step: int) -> None:

@@ -3,7 +3,7 @@
 For each size ``BxHxW`` (with its number of Adam steps) it times, in the same process and
 interleaved repeat by repeat so that a busy machine slows every contender alike:
 
-* ``seed``     - the seed's loop, copied in ``benchmarks/seed_loop.py`` (the reference);
+* ``seed``     - the seed's loop, copied verbatim in ``tests/seed_reference.py`` (the reference);
 * ``fast``     - ``optimize`` with ``replace(PRESETS['seed'], engine='fast')``: the same work;
 * ``autograd`` - ``optimize`` with ``PRESETS['seed']`` (the package's readable engine);
 * ``default``  - ``optimize`` with ``PRESETS['default']`` as users run it (its own terms and engine).
@@ -35,10 +35,10 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "tests"))  # the seed's code, verbatim: one copy, shared with the tests
 sys.path.insert(0, str(HERE.parent))
 
-from seed_loop import seed_loop  # noqa: E402
+from seed_reference import seed_loop  # noqa: E402
 
 import shape_losses as sl  # noqa: E402
 from shape_losses.config import PRESETS  # noqa: E402

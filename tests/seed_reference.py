@@ -163,6 +163,7 @@ def seed_loop(latents, coherence_type='autocorr', *, weights=None, coherence_wei
     optimizer = torch.optim.Adam([latents], lr=learning_rate)
 
     loss_history = []
+    coherence_history = []
 
     for step in range(num_steps):  # noqa: B007  (verbatim)
         optimizer.zero_grad()
@@ -194,5 +195,6 @@ def seed_loop(latents, coherence_type='autocorr', *, weights=None, coherence_wei
             latents.clamp_(-1.5, 1.5)
 
         loss_history.append(total_loss.item())
+        coherence_history.append(coherence_loss.item() if coherence_type else 0.0)
 
     return latents.detach(), loss_history

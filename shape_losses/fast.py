@@ -15,16 +15,23 @@ computes each step differently:
   magnitude; their gradients, all of the form ``a * x + b * sign(x)``, are collected as two
   coefficients and applied in two passes at the end of the step. The blurred soft mask of
   ``soft_object_size`` and ``soft_iou`` is computed once, both add their gradient with respect
-  to it into one buffer, and the chain rule back to the pixels runs once.
+  to it (per-image constants and a ``B x B`` mix of the masks), and the chain rule back to the
+  pixels - one matrix product, one blur - runs once. ``binary01`` and ``soft_object_size``
+  share the step's ``x > 0.5``.
 * **No fresh memory per step.** Every full-size temporary lives in a buffer allocated once per
   run (two scratch slots shared by all terms). On a CPU a fresh 16 MB tensor costs page faults
   that take longer than the arithmetic, and the peak memory stays below the autograd graph's.
 * **Fused Adam.** One kernel updates the pixels and both moment buffers - the kernel behind
   ``torch.optim.Adam(fused=True)``, called directly: on small images the optimizer object's
   own bookkeeping costs ten times the kernel.
-* **Less dispatch.** Views (``x[1:]``, ``x[:-1]``, ...) and 0-d constants are made once per run;
-  on a CPU an elementwise op with a Python-number operand costs about twice one with a 0-d
-  tensor operand, which matters when a 32x32 step is 50 to 100 small ops.
+* **Less dispatch.** On small images a step costs what its ops cost to *call*, not to
+  compute, so it is written as few calls as possible: views (``x[1:]``, ``x[:-1]``, ...) and
+  0-d constants are made once per run (on a CPU a view, or an op with a Python-number operand,
+  costs about as much as a second small op); the blur and ``soft_perimeter`` work on images
+  with a 1-pixel frame laid flat, so that a neighbour is a fixed distance away and every pass
+  is one contiguous op; the ``B x B`` arithmetic of ``soft_iou`` runs on NumPy arrays sharing
+  the tensors' memory; and the step runs in ``torch.inference_mode`` (a fifth less per call).
+  The default preset's 32x32 step is about 40 calls.
 * **No per-step host synchronisation on accelerators.** On a CPU the scalar reductions come back
   as Python floats (free there, and scalar arithmetic in Python is far cheaper than tensor
   ops); on CUDA they stay 0-d tensors, the history stays on the device and is copied once at
@@ -57,6 +64,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -86,6 +94,8 @@ parallel region (the fused Adam kernel splits from 2048 elements, matrix product
 threads): on a 2-core machine shared with other jobs, waking the second thread made a 6x32x32
 Adam step 12x slower (102 us against 8 us).
 """
+
+_NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64, torch.float16: np.float16}
 
 BLOCKED_GRAM_BATCH = 128
 """From this batch size on, the contrastive Gram matrix is built from 3 of its 4 blocks (it is symmetric)."""
@@ -142,6 +152,7 @@ class Workspace:
         self.numel = x.numel()
         self.host_scalars = x.device.type == "cpu" and _HOST_SCALARS_ON_CPU
         self.grad = torch.zeros_like(x)
+        self.x_flat, self.grad_flat = x.view(-1), self.grad.view(-1)
         self._buffers: dict[Any, Any] = {}
         self._cache: dict[Any, Any] = {}
         self._coef_x: Scalar = 0.0
@@ -155,19 +166,21 @@ class Workspace:
         name: Any,
         shape: tuple[int, ...] | None = None,
         dtype: torch.dtype | None = None,
-        zeros: bool = False,
+        fill: float | None = None,
     ) -> torch.Tensor:
         """A tensor kept for the whole run (default: ``x``'s shape and dtype); one name, one purpose.
 
-        Made with zeros if ``zeros`` (e.g. a frame that is never written), else uninitialised.
+        Filled with ``fill`` when made (e.g. a frame that is never written), else uninitialised.
         """
         buf = self._buffers.get(name)
         if buf is None:
-            buf = self._buffers[name] = (torch.zeros if zeros else torch.empty)(
+            buf = self._buffers[name] = torch.empty(
                 self.x.shape if shape is None else shape,
                 dtype=self.x.dtype if dtype is None else dtype,
                 device=self.x.device,
             )
+            if fill is not None:
+                buf.fill_(fill)
         return buf
 
     def scratch(self, slot: str, shape: tuple[int, ...] | None = None) -> torch.Tensor:
@@ -198,6 +211,22 @@ class Workspace:
         if self.host_scalars:
             return value.item()
         return value.to(self.x.dtype)
+
+    def above(self, threshold: float) -> torch.Tensor:
+        """``1.0`` where ``x > threshold``, else ``0.0``, flat (``[B*H*W]``), for the step."""
+        key = ("above", threshold)
+        above = self._cache.get(key)
+        if above is None:
+            out = self.buffer(key, (self.numel,))
+            above = self._cache[key] = torch.gt(self.x_flat, self.const(threshold), out=out)
+        return above
+
+    def per_run(self, key: Any, make: Callable[[], Any]) -> Any:
+        """``make()``, memoised for the run under ``key``: buffers and views a term reuses every step."""
+        value = self._buffers.get(key)
+        if value is None:
+            value = self._buffers[key] = make()
+        return value
 
     def once(self, key: Any, compute: Callable[[], Any]) -> Any:
         """``compute()``, memoised for the current step under ``key``."""
@@ -296,79 +325,170 @@ class Workspace:
 
     # -- the blurred soft mask of the fixed terms ------------------------------------------------
 
-    def smooth(self, src: torch.Tensor, dim: int, out: torch.Tensor) -> torch.Tensor:
-        """``out = S src``: the weights 1, 2, 1 along ``dim`` with replicated edges (unnormalised).
-
-        ``S`` is a symmetric tridiagonal matrix (its corners are 3: the replicated neighbour),
-        so it is its own adjoint. ``src`` and ``out`` must be run-long tensors (views are kept).
-        """
-        torch.add(src, src, out=out)
-        out_after, out_before = self.pairs(out, dim)
-        src_after, src_before = self.pairs(src, dim)
-        out_after.add_(src_before)  # out[i] += src[i - 1]
-        out_before.add_(src_after)  # out[i] += src[i + 1]
-        first, last = self._edges(out, dim)
-        src_first, src_last = self._edges(src, dim)
-        first.add_(src_first)  # the replicated neighbour beyond each edge
-        last.add_(src_last)
-        return out
-
-    def _edges(self, tensor: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-        key = ("edges", id(tensor), dim)
-        entry = self._buffers.get(key)
-        if entry is None or entry[0] is not tensor:
-            size = tensor.shape[dim]
-            entry = self._buffers[key] = (tensor, tensor.narrow(dim, 0, 1), tensor.narrow(dim, size - 1, 1))
-        return entry[1], entry[2]
-
-    def blur16(self, src: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        """``out = 16 blur(src)`` with ``losses._blur3``'s blur: the 3x3 binomial kernel
-        ([1, 2, 1] x [1, 2, 1] / 16) with replicated edges, applied as its two 1-D passes
-        (``S`` along rows, then columns). Unnormalised so that callers fold the 1/16 into their
-        next operation. Symmetric, so it is also the blur's adjoint (times 16)."""
-        rows = self.smooth(src, 1, out=self.buffer("blur_rows"))
-        return self.smooth(rows, 2, out=out)
-
     def clipped(self) -> torch.Tensor:
-        """``x`` clipped to ``losses.LEVELS`` (what ``losses._blur3`` blurs), for the step."""
-        return self.once("clipped", lambda: torch.clamp(self.x, *losses.LEVELS, out=self.buffer("clipped")))
+        """``x`` clipped to ``losses.LEVELS`` (what ``losses._blur3`` blurs), for the step: written
+        straight into the forward blur's input (a view)."""
+        clipped = self._cache.get("clipped")
+        if clipped is None:
+            blur = self.blur("forward")
+            blur.frame(self.x_flat).clamp_(*losses.LEVELS)
+            clipped = self._cache["clipped"] = blur.inside
+        return clipped
 
-    def blurred_mask(self, threshold: float, temperature: float) -> torch.Tensor:
-        """``sigmoid((blur(x) - threshold) / temperature)`` for the step (``losses._soft_mask`` of
-        ``losses._blur3``: ``x`` clipped to the levels, then blurred), shared by
-        ``soft_object_size`` and ``soft_iou`` at equal parameters."""
+    def blur(self, name: str) -> _Blur:
+        """The run's blur ``name`` (``"forward"``: its input is :meth:`clipped`; ``"adjoint"``)."""
+        return self.per_run(("blur", name), lambda: _Blur(self, name))
+
+    def blurred_mask(self, threshold: float, temperature: float) -> _BlurredMask:
+        """``sigmoid((blur(x) - threshold) / temperature)`` (``losses._soft_mask`` of
+        ``losses._blur3``: ``x`` clipped to the levels, then blurred), computed for the step at
+        the first call and shared by ``soft_object_size`` and ``soft_iou`` at equal parameters.
+        Terms read it as :attr:`_BlurredMask.rows` and add their gradient with respect to it
+        with :meth:`_BlurredMask.add_grad`."""
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         key = ("blurred_mask", threshold, temperature)
+        mask = self._cache.get(key)
+        if mask is None:
+            mask = self._cache[key] = self.per_run(key, lambda: _BlurredMask(self, threshold, temperature))
+            mask.compute()
+        return mask
 
-        def compute() -> torch.Tensor:
-            mask = self.blur16(self.clipped(), out=self.buffer(key))
-            shift, scale = self.const(-threshold / temperature), 1.0 / (16.0 * temperature)
-            return torch.add(shift, mask, alpha=scale, out=mask).sigmoid_()
+    # -- small per-image numbers -----------------------------------------------------------------
 
-        return self.once(key, compute)
+    def small(self, value: torch.Tensor) -> Any:
+        """A small tensor (per-image numbers, a ``[B, B]`` matrix) to do arithmetic on: on a CPU
+        as a NumPy array sharing its memory (an operation on six numbers costs a tenth of a
+        tensor op there), elsewhere the tensor itself (no host synchronisation). Code written
+        with operators, indexing, ``.sum(...)`` and :meth:`at_least` works on both."""
+        if self.host_scalars and value.dtype in _NUMPY_DTYPES:
+            return value.numpy()
+        return value
 
-    def blurred_mask_grad(self, threshold: float, temperature: float) -> torch.Tensor:
-        """A buffer, zeroed for the step, where terms add their gradient with respect to
-        :meth:`blurred_mask`; the chain rule back to the pixels (``m (1 - m) / temperature``, the
-        blur's adjoint - the blur itself - and the clip's: 0 outside the levels, 1 inside and on
-        them, like autograd's ``clamp``) runs once for all of them, in :meth:`gradient`."""
-        key = ("blurred_mask_grad", threshold, temperature)
+    def small_buffer(self, name: str, shape: tuple[int, ...]) -> tuple[torch.Tensor, Any]:
+        """A run buffer for small numbers and its :meth:`small` form (made once: a conversion
+        costs as much as a small op). Write into the tensor, compute with the other."""
+        return self.per_run(("small", name), lambda: (buffer := self.buffer(name, shape), self.small(buffer)))
 
-        def compute() -> torch.Tensor:
-            mask = self.blurred_mask(threshold, temperature)
-            grad_mask = self.buffer(key).zero_()
+    def tensor(self, value: Any) -> torch.Tensor | None:
+        """The inverse of :meth:`small`: a NumPy array (or ``None``) back as a tensor like ``x``."""
+        if value is None or isinstance(value, torch.Tensor):
+            return value
+        return torch.from_numpy(np.ascontiguousarray(value, dtype=_NUMPY_DTYPES[self.x.dtype]))
 
-            def finish() -> None:
-                slope = torch.addcmul(mask, mask, mask, value=-1.0, out=self.scratch("a"))  # m (1 - m)
-                spread = self.blur16(grad_mask.mul_(slope), out=self.scratch("a"))
-                inside = torch.eq(self.clipped(), self.x, out=self.scratch("b"))  # 1.0 where not clipped
-                self.grad.addcmul_(spread, inside, value=1.0 / (16.0 * temperature))
+    def at_least(self, value: Any, floor: float) -> Any:
+        """``max(value, floor)`` elementwise for what :meth:`small` gives."""
+        if isinstance(value, torch.Tensor):
+            return value.clamp_min(floor)
+        return np.maximum(value, floor)
 
-            self.at_gradient(finish)
-            return grad_mask
+    def off_diagonal(self) -> Any:
+        """``1 - eye(B)`` in :meth:`small`'s form, made once per run."""
+        off = self._buffers.get("off_diagonal")
+        if off is None:
+            eye = torch.eye(self.batch, dtype=self.x.dtype, device=self.x.device)
+            off = self._buffers["off_diagonal"] = self.small(1.0 - eye)
+        return off
 
-        return self.once(key, compute)
+
+class _BlurredMask:
+    """The blurred soft mask of one (threshold, temperature), with its buffers and views for the run.
+
+    :meth:`compute` makes the step's mask; terms read :attr:`rows` (``[B, H*W]``) and
+    :attr:`columns` (its transpose) and add their gradient with respect to it with
+    :meth:`add_grad`; the chain rule back to the pixels then runs once, in
+    :meth:`Workspace.gradient`.
+    """
+
+    def __init__(self, ws: Workspace, threshold: float, temperature: float):
+        self.ws = ws
+        self.mask = ws.buffer(("blurred_mask", threshold, temperature))
+        self.rows = self.mask.view(ws.batch, -1)
+        self.columns = self.rows.t()
+        self.shift, self.scale = ws.const(-threshold / temperature), 1.0 / (16.0 * temperature)
+        self.grad_mask = ws.scratch("b")
+        self.grad_rows = self.grad_mask.view(ws.batch, -1)
+        self.slope, self.not_clipped = ws.scratch("a"), ws.scratch("b")
+        self.grad_flat_mask, self.slope_flat = self.grad_mask.view(-1), self.slope.view(-1)
+        self._parts: list[Any] | None = None
+
+    def compute(self) -> None:
+        """The step's mask: clip, blur, then the sigmoid of ``(blur - threshold) / temperature``."""
+        self.ws.clipped()
+        torch.add(self.shift, self.ws.blur("forward").run(), alpha=self.scale, out=self.mask).sigmoid_()
+        self._parts = None
+
+    def add_grad(self, *, rows: Any = None, mix: Any = None, alpha: float = 1.0) -> None:
+        """Add ``rows[b]`` on every pixel of image ``b`` and ``alpha * mix @ rows`` to the gradient
+        with respect to the mask (``rows``: ``[B]``, ``mix``: ``[B, B]``, each a tensor or, on a
+        CPU, what :meth:`Workspace.small` gave): the forms the fixed terms need, applied with one
+        matrix product however many terms add to them."""
+        if self._parts is None:
+            self._parts = [None, None]
+            self.ws.at_gradient(self._chain_rule)
+        if rows is not None:
+            self._parts[0] = rows if self._parts[0] is None else self._parts[0] + rows
+        if mix is not None:
+            self._parts[1] = mix * alpha if self._parts[1] is None else self._parts[1] + mix * alpha
+
+    def _chain_rule(self) -> None:
+        """Push the mask's gradient to the pixels: ``m (1 - m) / temperature``, the blur's adjoint
+        (the blur itself) and the clip's (0 outside the levels, 1 inside and on them, like
+        autograd's ``clamp``)."""
+        ws, (rows, mix) = self.ws, self._parts
+        rows = None if rows is None else ws.tensor(rows.reshape(-1, 1))
+        if mix is not None:
+            torch.mm(ws.tensor(mix), self.rows, out=self.grad_rows)
+            if rows is not None:
+                self.grad_rows.add_(rows)
+        else:
+            self.grad_rows.copy_(rows)
+        torch.addcmul(self.mask, self.mask, self.mask, value=-1.0, out=self.slope)  # m (1 - m)
+        adjoint = ws.blur("adjoint")
+        adjoint.frame(self.grad_flat_mask.mul_(self.slope_flat))
+        spread = adjoint.run()
+        torch.eq(ws.clipped(), ws.x, out=self.not_clipped)  # 1.0 / 0.0
+        ws.grad.addcmul_(spread, self.not_clipped, value=self.scale)
+
+
+class _Blur:
+    """``losses._blur3``'s blur times 16 - the 3x3 binomial kernel ([1, 2, 1] x [1, 2, 1]) with
+    replicated edges - with its buffers and views made once per run.
+
+    :meth:`run` copies an image ``[B, H, W]`` into a buffer with a 1-pixel frame that repeats the
+    edge pixels (one gather with an index made once), then runs the two 1-D passes ``[1, 2, 1]``
+    over the framed images laid flat - neighbours 1 element apart along rows, one framed row apart
+    along columns - so every pass is over contiguous memory. Sums that wrap from one row to the
+    next land on frame pixels only, which are never read. The blur is symmetric (replicating an
+    edge gives the corner weights 3, on both sides of the diagonal), so it is its own adjoint.
+    """
+
+    def __init__(self, ws: Workspace, name: str):
+        batch, height, width = ws.x.shape
+        row = width + 2
+        rows = torch.arange(-1, height + 1, device=ws.x.device).clamp_(0, height - 1)
+        columns = torch.arange(-1, width + 1, device=ws.x.device).clamp_(0, width - 1)
+        images = torch.arange(batch, device=ws.x.device) * (height * width)
+        self.index = (images[:, None, None] + rows[None, :, None] * width + columns[None, None, :]).view(-1)
+        self.padded = ws.buffer(("blur", name, "padded"), (batch, height + 2, row))
+        self.padded_flat = flat = self.padded.view(-1)
+        self.inside = self.padded[:, 1:-1, 1:-1]  # the input image, once :meth:`run` has copied it
+        along = ws.buffer(("blur", name, "rows"), flat.shape, fill=0.0)
+        out = ws.buffer(("blur", name, "out"), flat.shape, fill=0.0)
+        self.along = (flat[:-2], flat[2:], along[1:-1], flat[1:-1])  # before, after, out, centre
+        self.down = (along[: -2 * row], along[2 * row :], out[row:-row], along[row:-row])
+        self.result = out.view(self.padded.shape)[:, 1:-1, 1:-1]
+
+    def frame(self, image_flat: torch.Tensor) -> torch.Tensor:
+        """Copy an image (``[B, H, W]`` laid flat) into the framed buffer, edges repeated; return that."""
+        return torch.index_select(image_flat, 0, self.index, out=self.padded_flat)
+
+    def run(self) -> torch.Tensor:
+        """Blur the framed buffer's content (see :meth:`frame`); the result (times 16) is a view,
+        valid until the next run."""
+        for before, after, out, centre in (self.along, self.down):
+            torch.add(before, after, out=out).add_(centre, alpha=2.0)
+        return self.result
 
 
 # ---------------------------------------------------------------------------------------------
@@ -463,12 +583,16 @@ def _magnitude(ws: Workspace, weight: float, *, minimum: float = 0.3) -> Scalar:
     return _relu(gap)
 
 
-def _gram(ws: Workspace, flat: torch.Tensor, name: str = "gram") -> torch.Tensor:
-    """``flat @ flat.T`` into run buffer ``name``; for a large batch, from 3 of its 4 blocks (symmetric)."""
+def _gram(
+    ws: Workspace, flat: torch.Tensor, name: str = "gram", flat_t: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``flat @ flat.T`` into run buffer ``name``; for a large batch, from 3 of its 4 blocks (symmetric).
+
+    ``flat_t``: ``flat.T`` if the caller keeps it (a view costs as much as a small op)."""
     batch = flat.shape[0]
     gram = ws.buffer(name, (batch, batch))
     if batch < BLOCKED_GRAM_BATCH:
-        return torch.mm(flat, flat.T, out=gram)
+        return torch.mm(flat, flat.T if flat_t is None else flat_t, out=gram)
     half = batch // 2
     top, bottom = flat[:half], flat[half:]
     gram[:half, :half] = top @ top.T
@@ -599,17 +723,19 @@ def _morphological(ws: Workspace, weight: float) -> Scalar:
 
 @fast_form("binary01")
 def _binary01(ws: Workspace, weight: float, *, low: float = 0.0, high: float = 1.0) -> Scalar:
-    """mean min(|x - low|, |x - high|) = mean | |x - c| - h | (c, h: the levels' mid-point and
-    half-gap); gradient sign(x - c) sign(|x - c| - h) / N, 0 at the mid-point (where autograd
-    splits the tie evenly) and at the levels."""
+    """mean |x - nearest level|, the nearest level ``low + (high - low) [x > c]`` (c: the
+    mid-point); gradient sign(x - nearest level) / N: 0 at the levels, and at the mid-point (a tie
+    of probability 0, where autograd splits the gradient evenly: 0) towards the low level."""
     if not low < high:
         raise ValueError(f"binary01 needs low < high, got low={low}, high={high}")
-    centred = torch.sub(ws.x, ws.const((low + high) / 2), out=ws.scratch("a"))
-    gap = torch.abs(centred, out=ws.scratch("b")).sub_(ws.const((high - low) / 2))
-    direction = centred.mul_(gap)  # its sign is the gradient's
-    value = ws.scalar(gap.abs_().sum()) / ws.numel
+    nearest_high = ws.above((low + high) / 2)  # 1.0 where the high level is the nearer
+    offset = torch.add(ws.x_flat, nearest_high, alpha=low - high, out=ws.scratch("a", (ws.numel,)))
+    if low:
+        offset.sub_(ws.const(low))
+    sign = torch.sign(offset, out=ws.scratch("b", (ws.numel,)))
+    value = ws.scalar(torch.dot(offset, sign)) / ws.numel
     if weight:
-        ws.grad.add_(direction.sign_(), alpha=weight / ws.numel)
+        ws.grad_flat.add_(sign, alpha=weight / ws.numel)
     return value
 
 
@@ -629,18 +755,17 @@ def _soft_object_size(
     if not 0.0 <= target <= 1.0:
         raise ValueError(f"target must be a fraction in [0, 1], got {target}")
     mask = ws.blurred_mask(threshold, temperature)
-    per_image = (ws.batch, -1)
     if straight_through:
-        bright = torch.gt(ws.x, ws.const(threshold), out=ws.scratch("b"))
-        fraction = bright.view(per_image).mean(dim=1)
+        above = ws.above(threshold)  # 1.0 / 0.0
+        counted = ws.per_run(("above rows", threshold), lambda: above.view(ws.batch, -1))
     else:
-        fraction = mask.view(per_image).mean(dim=1)
-    gap = fraction - target
-    value = ws.scalar(gap.square().mean())
+        counted = mask.rows
+    counts_buffer, counts = ws.small_buffer("soft_object_size_counts", (ws.batch,))
+    torch.sum(counted, 1, out=counts_buffer)
+    gap = counts / (ws.height * ws.width) - target
+    value = ws.scalar((gap * gap).sum()) / ws.batch
     if weight:
-        grad_mask = ws.blurred_mask_grad(threshold, temperature)
-        scale = gap.mul_(2.0 * weight / ws.numel)
-        grad_mask.view(per_image).add_(scale[:, None])
+        mask.add_grad(rows=gap * (2.0 * weight / ws.numel))
     return value
 
 
@@ -648,31 +773,29 @@ def _soft_object_size(
 def _soft_iou(ws: Workspace, weight: float, *, threshold: float = 0.5, temperature: float = 0.1) -> Scalar:
     """mean over pairs i != j of I_ij / U_ij, with masks m (blurred, soft), I = m m^T, areas a and
     U = a_i + a_j - I (clamped at 1e-12). With K = B (B - 1):
-    ``dL/dI_ij = (1/U + I/U^2) / K`` and ``dL/da_i = -(2/K) sum_j I_ij / U_ij^2`` (off the diagonal,
-    and 0 where the clamp holds U), so ``dL/dm = 2 (dL/dI) m + dL/da``: one matrix product for
-    I and one for the gradient."""
+    ``dL/dI_ij = (1/U + I/U^2) / K`` and ``dL/da_i = -(2/K) sum_j I_ij / U_ij^2`` (off the diagonal;
+    where the clamp holds U, only ``1/U`` and no area term), so ``dL/dm = 2 (dL/dI) m + dL/da``:
+    one matrix product for I and one, shared, for the gradient. The B x B arithmetic runs on
+    :meth:`Workspace.small` arrays."""
     batch = ws.batch
     mask = ws.blurred_mask(threshold, temperature)  # checks the temperature, even for a batch of one
     if batch < 2:
         return 0.0 if ws.host_scalars else ws.x.new_zeros(())
-    masks = mask.view(batch, -1)
-    inter = _gram(ws, masks, "soft_iou_inter")
-    area = masks.sum(dim=1)
-    union = area[:, None] + area[None, :] - inter
-    clamped = union < 1e-12
-    union.clamp_min_(1e-12)
-    iou = inter / union
-    iou.fill_diagonal_(0.0)
+    _, inter = ws.small_buffer("soft_iou_inter", (batch, batch))
+    area_buffer, area = ws.small_buffer("soft_iou_area", (batch,))
+    _gram(ws, mask.rows, "soft_iou_inter", mask.columns)
+    torch.sum(mask.rows, 1, out=area_buffer)
+    union = area[:, None] + area - inter
+    free = union >= 1e-12  # where the clamp does not hold the union
+    share = ws.off_diagonal() / ws.at_least(union, 1e-12)  # 1 / U off the diagonal
+    iou = inter * share
     pairs = batch * (batch - 1)
     value = ws.scalar(iou.sum()) / pairs
     if weight:
-        ratio = iou.div_(union)  # I / U^2 (0 on the diagonal)
-        d_inter = union.reciprocal_().add_(ratio).fill_diagonal_(0.0)  # 1/U + I/U^2 off the diagonal
-        ratio.masked_fill_(clamped, 0.0)
-        d_area = ratio.sum(dim=1).mul_(-2.0)
-        grad_mask = ws.blurred_mask_grad(threshold, temperature).view(batch, -1)
-        grad_mask.addmm_(d_inter, masks, alpha=2.0 * weight / pairs)
-        grad_mask.add_(d_area.mul_(weight / pairs)[:, None])
+        moving = iou * free  # I / U where U moves with I and the areas
+        d_inter = (moving + 1.0) * share  # 1/U + I/U^2
+        d_area = (moving * share).sum(1) * (-2.0 * weight / pairs)
+        mask.add_grad(rows=d_area, mix=d_inter, alpha=2.0 * weight / pairs)
     return value
 
 
@@ -682,29 +805,60 @@ def _soft_perimeter(
 ) -> Scalar:
     """(sum |D s| over both directions) / (B H W), s = sigmoid((x - t) / T) framed by a 1-pixel
     border of 0; gradient ``D^T sign(D s) / (B H W)`` on the framed mask, cropped, times
-    ``s (1 - s) / T``."""
+    ``s (1 - s) / T``. Every pass is over contiguous memory (see :class:`_FramedViews`)."""
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    framed = ws.buffer("framed_soft", (ws.batch, ws.height + 2, ws.width + 2), zeros=True)
-    inside = framed[:, 1:-1, 1:-1]
-    torch.add(ws.const(-threshold / temperature), ws.x, alpha=1.0 / temperature, out=inside)
-    inside.sigmoid_()
-    count = ws.numel
-    if weight:
-        grad_framed = ws.buffer("framed_soft_grad", framed.shape).zero_()
-    edge: Scalar = 0.0
-    for dim in (1, 2):
-        shape = list(framed.shape)
-        shape[dim] -= 1
-        d = ws.diff(framed, dim, out=ws.scratch("a", tuple(shape)))
-        if weight:
-            sign = torch.sign(d, out=ws.scratch("b", tuple(shape)))
-            ws.add_diff_transpose(sign, dim, weight / (count * temperature), into=grad_framed)
-        edge = edge + ws.scalar(d.abs_().sum())
-    if weight:
-        slope = torch.addcmul(inside, inside, inside, value=-1.0, out=ws.scratch("a"))  # s (1 - s)
-        ws.grad.addcmul_(grad_framed[:, 1:-1, 1:-1], slope)
-    return edge / count
+    v = ws.per_run("soft_perimeter", lambda: _FramedViews(ws))
+    torch.add(ws.const(-threshold / temperature), ws.x, alpha=1.0 / temperature, out=v.pre_inside)
+    torch.sigmoid(v.pre, out=v.soft_framed)
+    torch.sub(v.soft_after_row, v.soft_before_row, out=v.along_rows)
+    torch.sub(v.soft_after_column, v.soft_before_column, out=v.down_columns)
+    if not weight:
+        return ws.scalar(v.diffs.abs_().sum()) / ws.numel
+    torch.sign(v.diffs, out=v.signs)
+    value = ws.scalar(torch.dot(v.diffs, v.signs)) / ws.numel
+    # D^T signs: at each pixel, the signs of its pairs as the later pixel minus those as the earlier
+    span = torch.sub(v.sign_row_before, v.sign_row_after, out=v.grad_span)
+    span.add_(v.sign_column_before).sub_(v.sign_column_after)
+    torch.addcmul(v.soft_span, v.soft_span, v.soft_span, value=-1.0, out=v.slope_span)  # s (1 - s)
+    ws.grad.addcmul_(v.grad_inside, v.slope_inside, value=weight / (ws.numel * temperature))
+    return value
+
+
+class _FramedViews:
+    """Buffers and views of ``soft_perimeter``, made once per run (a view costs as much as a small op).
+
+    The framed masks are laid end to end as one flat array (frame pre-activation -inf, so the
+    sigmoid gives the frame's 0s): a neighbour along a row is 1 element away, along a column one
+    framed row away, and the pairs that wrap from one row (or image) to the next join two frame
+    0s - difference 0, no edge, no gradient. So every pass is over contiguous memory. The
+    gradient is needed on the inside pixels only: the span from the second framed row to the
+    one before last holds them all.
+    """
+
+    def __init__(self, ws: Workspace):
+        framed = (ws.batch, ws.height + 2, ws.width + 2)
+        self.pre = ws.buffer("framed_pre", framed, fill=-math.inf)
+        self.pre_inside = self.pre[:, 1:-1, 1:-1]
+        self.soft_framed = ws.buffer("framed_soft", framed)
+        soft = self.soft_framed.view(-1)
+        size, row = soft.numel(), framed[2]
+        self.diffs = ws.buffer("framed_diffs", (2 * size - 1 - row,))
+        self.signs = ws.buffer("framed_signs", self.diffs.shape)
+        # the pairs (k, k + 1) along rows, then (k, k + row) down columns
+        self.along_rows, self.down_columns = self.diffs[: size - 1], self.diffs[size - 1 :]
+        self.soft_after_row, self.soft_before_row = soft[1:], soft[:-1]
+        self.soft_after_column, self.soft_before_column = soft[row:], soft[:-row]
+        first, last = row, size - row
+        sign_rows, sign_columns = self.signs[: size - 1], self.signs[size - 1 :]
+        self.sign_row_before, self.sign_row_after = sign_rows[first - 1 : last - 1], sign_rows[first:last]
+        self.sign_column_before = sign_columns[first - row : last - row]
+        self.sign_column_after = sign_columns[first:last]
+        grad = ws.buffer("framed_grad", (size,))
+        self.grad_span, self.soft_span = grad[first:last], soft[first:last]
+        slope = ws.buffer("framed_slope", (size,))
+        self.slope_span, self.slope_inside = slope[first:last], slope.view(framed)[:, 1:-1, 1:-1]
+        self.grad_inside = grad.view(framed)[:, 1:-1, 1:-1]
 
 
 @fast_form("open_close")
@@ -733,12 +887,12 @@ def _autograd_fallback(name: str) -> Accumulate:
         if not weight:
             with torch.no_grad():
                 return ws.scalar(torch.as_tensor(fn(ws.x, **params)))
-        leaf = ws.x.detach().requires_grad_(True)
-        with torch.enable_grad():
+        with torch.inference_mode(False), torch.enable_grad():  # optimize_fast's loop is in inference mode
+            leaf = ws.x.detach().requires_grad_(True)
             value = fn(leaf, **params)
-        if isinstance(value, torch.Tensor) and value.requires_grad:
-            (grad,) = torch.autograd.grad(value, leaf)
-            ws.grad.add_(grad, alpha=weight)
+            if isinstance(value, torch.Tensor) and value.requires_grad:
+                (grad,) = torch.autograd.grad(value, leaf)
+                ws.grad.add_(grad, alpha=weight)
         return ws.scalar(torch.as_tensor(value).detach())
 
     return accumulate
@@ -872,12 +1026,15 @@ def optimize_fast(
     steps_run = 0
     with _one_thread_if_small(x):  # see SINGLE_THREAD_NUMEL
         for step in range(config.steps):
-            ws.begin()
-            values = [accumulate(ws, weight, **params) for accumulate, weight, params in plan]
-            ws.gradient()
-            adam.step()
-            if config.clamp is not None:
-                x.clamp_(*config.clamp)
+            with torch.inference_mode():  # a fifth less dispatch per op (see the module's docstring)
+                ws.begin()
+                values = [accumulate(ws, weight, **params) for accumulate, weight, params in plan]
+                ws.gradient()
+                adam.step()
+                if config.clamp is not None:
+                    x.clamp_(*config.clamp)
+                if not host and values:
+                    values_on_device[step] = torch.stack(values)
             steps_run = step + 1
 
             if host:
@@ -889,8 +1046,6 @@ def optimize_fast(
                     bad = next((i for i, v in enumerate(values) if not math.isfinite(v)), len(names))
                     raise NonFiniteLossError(keys[bad], step)
             else:
-                if values:
-                    values_on_device[step] = torch.stack(values)
                 if callback is not None or steps_run - checked >= CHECK_EVERY:
                     error = _first_bad(values_on_device[checked:steps_run], names, checked)
                     if error is not None:

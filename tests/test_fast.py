@@ -334,6 +334,53 @@ def test_callback_sees_each_step_and_can_stop_early(x0, host_scalars):
     assert totals == pytest.approx(result.history["total"], rel=1e-6)
 
 
+def test_inference_mode_stays_inside_the_step(x0, host_scalars, temp_term):
+    """The step runs in inference mode; what a caller gets or sees is an ordinary tensor."""
+    temp_term("_squares", lambda latents: (latents**2).mean())  # autograd fallback inside the step
+    default = sl.PRESETS["default"]
+    config = replace(default, steps=6, weights={**default.weights, "_squares": 0.1})
+    seen = []
+
+    def callback(step, latents, terms):
+        seen.append((torch.is_inference_mode_enabled(), latents.is_inference()))
+        leaf = latents.detach().clone().requires_grad_()  # a callback may use autograd
+        (grad,) = torch.autograd.grad((leaf**2).sum(), leaf)
+        assert torch.equal(grad, 2 * leaf.detach())
+
+    result = sl.optimize(x0, config, callback=callback, record_every=2)
+    assert seen == [(False, False)] * 6
+    assert not result.latents.is_inference() and not result.frames.is_inference()
+    result.latents.requires_grad_()  # would raise for an inference tensor
+    reference = sl.optimize(x0, replace(config, engine="autograd"))
+    torch.testing.assert_close(result.latents.detach(), reference.latents, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["binary01", "soft_object_size", "soft_iou", "soft_perimeter"])
+@pytest.mark.parametrize("shape", [(3, 2, 7), (2, 6, 2), (2, 2, 2), (3, 5, 8)])
+def test_fixed_terms_on_thin_and_tiny_images(name, shape, rand):
+    """The framed, flat layouts of the blur and soft_perimeter hold for two-pixel rows and columns."""
+    term = TERMS[name]
+    params = {**term.defaults, **({"straight_through": False} if name == "soft_object_size" else {})}
+    for seed in range(2):
+        x = rand(shape, seed=seed, dtype=torch.float64, scale=0.7) + 0.4
+        expected_value, expected_grad = autograd_value_and_grad(term.fn, x, **params)
+        value, grad = term.fast(x, **params)
+        torch.testing.assert_close(value, expected_value, rtol=1e-10, atol=1e-12)
+        assert_grad_close(grad, expected_grad)
+
+
+@pytest.mark.parametrize("shape", [(2, 2, 5), (3, 4, 2), (2, 7, 9), (1, 3, 3)])
+def test_blurred_mask_equals_the_reference_blur(shape, rand):
+    from shape_losses.losses import _blur3, _soft_mask
+
+    x = rand(shape, seed=2, dtype=torch.float64) + 0.5  # partly outside the levels: the clip counts
+    ws = fast.Workspace(x.clone())
+    ws.begin()
+    mask = ws.blurred_mask(0.4, 0.2)
+    torch.testing.assert_close(mask.mask, _soft_mask(_blur3(x), 0.4, 0.2), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(ws.clipped(), x.clamp(0.0, 1.0))
+
+
 def test_zero_steps_and_no_terms(x0, host_scalars):
     result = sl.optimize(x0, replace(SMALL, steps=0))
     assert torch.equal(result.latents, x0.detach()) and result.history["total"] == []

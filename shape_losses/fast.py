@@ -370,11 +370,9 @@ class Workspace:
         costs as much as a small op). Write into the tensor, compute with the other."""
         return self.per_run(("small", name), lambda: (buffer := self.buffer(name, shape), self.small(buffer)))
 
-    def tensor(self, value: Any) -> torch.Tensor | None:
-        """The inverse of :meth:`small`: a NumPy array (or ``None``) back as a tensor like ``x``."""
-        if value is None or isinstance(value, torch.Tensor):
-            return value
-        return torch.from_numpy(np.ascontiguousarray(value, dtype=_NUMPY_DTYPES[self.x.dtype]))
+    def ones_per_image(self) -> torch.Tensor:
+        """``H*W`` ones: ``rows @ ones`` sums each image (a row sum costs more as a reduction)."""
+        return self.per_run("ones per image", lambda: self.x.new_ones(self.height * self.width))
 
     def at_least(self, value: Any, floor: float) -> Any:
         """``max(value, floor)`` elementwise for what :meth:`small` gives."""
@@ -398,51 +396,54 @@ class _BlurredMask:
     :attr:`columns` (its transpose) and add their gradient with respect to it with
     :meth:`add_grad`; the chain rule back to the pixels then runs once, in
     :meth:`Workspace.gradient`.
+
+    The gradient with respect to the mask is kept as one ``[B, B + 1]`` matrix, ``[mix | rows]``,
+    and the masks carry a last row of ones, so that ``mix @ masks + rows`` is one matrix product.
     """
 
     def __init__(self, ws: Workspace, threshold: float, temperature: float):
         self.ws = ws
-        self.mask = ws.buffer(("blurred_mask", threshold, temperature))
-        self.rows = self.mask.view(ws.batch, -1)
-        self.columns = self.rows.t()
+        batch = ws.batch
+        with_ones = ws.buffer(("blurred_mask", threshold, temperature), (batch + 1, ws.height * ws.width))
+        with_ones[batch].fill_(1.0)
+        self.rows_with_ones, self.rows = with_ones, with_ones[:batch]
+        self.mask, self.columns = self.rows.view(ws.x.shape), self.rows.t()
         self.shift, self.scale = ws.const(-threshold / temperature), 1.0 / (16.0 * temperature)
+        self.grad_mix = ws.buffer(("blurred_mask_grad", threshold, temperature), (batch, batch + 1))
+        self.grad_mix_small = ws.small(self.grad_mix)
         self.grad_mask = ws.scratch("b")
-        self.grad_rows = self.grad_mask.view(ws.batch, -1)
+        self.grad_rows = self.grad_mask.view(batch, -1)
         self.slope, self.not_clipped = ws.scratch("a"), ws.scratch("b")
         self.grad_flat_mask, self.slope_flat = self.grad_mask.view(-1), self.slope.view(-1)
-        self._parts: list[Any] | None = None
+        self._fresh = True
 
     def compute(self) -> None:
         """The step's mask: clip, blur, then the sigmoid of ``(blur - threshold) / temperature``."""
         self.ws.clipped()
         torch.add(self.shift, self.ws.blur("forward").run(), alpha=self.scale, out=self.mask).sigmoid_()
-        self._parts = None
+        self._fresh = True
 
     def add_grad(self, *, rows: Any = None, mix: Any = None, alpha: float = 1.0) -> None:
         """Add ``rows[b]`` on every pixel of image ``b`` and ``alpha * mix @ rows`` to the gradient
         with respect to the mask (``rows``: ``[B]``, ``mix``: ``[B, B]``, each a tensor or, on a
         CPU, what :meth:`Workspace.small` gave): the forms the fixed terms need, applied with one
         matrix product however many terms add to them."""
-        if self._parts is None:
-            self._parts = [None, None]
+        grad = self.grad_mix_small
+        if self._fresh:
+            self._fresh = False
+            grad[...] = 0.0
             self.ws.at_gradient(self._chain_rule)
         if rows is not None:
-            self._parts[0] = rows if self._parts[0] is None else self._parts[0] + rows
+            grad[:, -1] += rows
         if mix is not None:
-            self._parts[1] = mix * alpha if self._parts[1] is None else self._parts[1] + mix * alpha
+            grad[:, :-1] += mix * alpha
 
     def _chain_rule(self) -> None:
         """Push the mask's gradient to the pixels: ``m (1 - m) / temperature``, the blur's adjoint
         (the blur itself) and the clip's (0 outside the levels, 1 inside and on them, like
         autograd's ``clamp``)."""
-        ws, (rows, mix) = self.ws, self._parts
-        rows = None if rows is None else ws.tensor(rows.reshape(-1, 1))
-        if mix is not None:
-            torch.mm(ws.tensor(mix), self.rows, out=self.grad_rows)
-            if rows is not None:
-                self.grad_rows.add_(rows)
-        else:
-            self.grad_rows.copy_(rows)
+        ws = self.ws
+        torch.mm(self.grad_mix, self.rows_with_ones, out=self.grad_rows)
         torch.addcmul(self.mask, self.mask, self.mask, value=-1.0, out=self.slope)  # m (1 - m)
         adjoint = ws.blur("adjoint")
         adjoint.frame(self.grad_flat_mask.mul_(self.slope_flat))
@@ -583,16 +584,12 @@ def _magnitude(ws: Workspace, weight: float, *, minimum: float = 0.3) -> Scalar:
     return _relu(gap)
 
 
-def _gram(
-    ws: Workspace, flat: torch.Tensor, name: str = "gram", flat_t: torch.Tensor | None = None
-) -> torch.Tensor:
-    """``flat @ flat.T`` into run buffer ``name``; for a large batch, from 3 of its 4 blocks (symmetric).
-
-    ``flat_t``: ``flat.T`` if the caller keeps it (a view costs as much as a small op)."""
+def _gram(ws: Workspace, flat: torch.Tensor, name: str = "gram") -> torch.Tensor:
+    """``flat @ flat.T`` into run buffer ``name``; for a large batch, from 3 of its 4 blocks (symmetric)."""
     batch = flat.shape[0]
     gram = ws.buffer(name, (batch, batch))
     if batch < BLOCKED_GRAM_BATCH:
-        return torch.mm(flat, flat.T if flat_t is None else flat_t, out=gram)
+        return torch.mm(flat, flat.T, out=gram)
     half = batch // 2
     top, bottom = flat[:half], flat[half:]
     gram[:half, :half] = top @ top.T
@@ -761,9 +758,9 @@ def _soft_object_size(
     else:
         counted = mask.rows
     counts_buffer, counts = ws.small_buffer("soft_object_size_counts", (ws.batch,))
-    torch.sum(counted, 1, out=counts_buffer)
+    torch.mv(counted, ws.ones_per_image(), out=counts_buffer)  # a row sum, cheaper as a product
     gap = counts / (ws.height * ws.width) - target
-    value = ws.scalar((gap * gap).sum()) / ws.batch
+    value = ws.scalar(gap @ gap) / ws.batch
     if weight:
         mask.add_grad(rows=gap * (2.0 * weight / ws.numel))
     return value
@@ -781,10 +778,13 @@ def _soft_iou(ws: Workspace, weight: float, *, threshold: float = 0.5, temperatu
     mask = ws.blurred_mask(threshold, temperature)  # checks the temperature, even for a batch of one
     if batch < 2:
         return 0.0 if ws.host_scalars else ws.x.new_zeros(())
-    _, inter = ws.small_buffer("soft_iou_inter", (batch, batch))
-    area_buffer, area = ws.small_buffer("soft_iou_area", (batch,))
-    _gram(ws, mask.rows, "soft_iou_inter", mask.columns)
-    torch.sum(mask.rows, 1, out=area_buffer)
+    products, small = ws.small_buffer("soft_iou_products", (batch + 1, batch))
+    if batch < BLOCKED_GRAM_BATCH:  # I and, from the row of ones under the masks, the areas
+        torch.mm(mask.rows_with_ones, mask.columns, out=products)
+    else:
+        products[:batch] = _gram(ws, mask.rows, "soft_iou_inter")
+        torch.sum(mask.rows, 1, out=products[batch])
+    inter, area = small[:batch], small[batch]
     union = area[:, None] + area - inter
     free = union >= 1e-12  # where the clamp does not hold the union
     share = ws.off_diagonal() / ws.at_least(union, 1e-12)  # 1 / U off the diagonal

@@ -369,6 +369,18 @@ def test_fixed_terms_on_thin_and_tiny_images(name, shape, rand):
         assert_grad_close(grad, expected_grad)
 
 
+@pytest.mark.parametrize("name", ["contrastive", "soft_iou"])
+def test_large_batch_products_match_autograd(name, rand, monkeypatch):
+    """From BLOCKED_GRAM_BATCH images on, the B x B products are built differently (blocks of a
+    symmetric matrix; the areas as a row sum): forced here on a small batch."""
+    monkeypatch.setattr(fast, "BLOCKED_GRAM_BATCH", 2)
+    x = rand((5, 6, 7), seed=3, dtype=torch.float64, scale=0.8) + 0.3
+    expected_value, expected_grad = autograd_value_and_grad(TERMS[name].fn, x)
+    value, grad = TERMS[name].fast(x)
+    torch.testing.assert_close(value, expected_value, rtol=1e-10, atol=1e-12)
+    assert_grad_close(grad, expected_grad)
+
+
 @pytest.mark.parametrize("shape", [(2, 2, 5), (3, 4, 2), (2, 7, 9), (1, 3, 3)])
 def test_blurred_mask_equals_the_reference_blur(shape, rand):
     from shape_losses.losses import _blur3, _soft_mask

@@ -29,9 +29,14 @@ computes each step differently:
   0-d constants are made once per run (on a CPU a view, or an op with a Python-number operand,
   costs about as much as a second small op); the blur and ``soft_perimeter`` work on images
   with a 1-pixel frame laid flat, so that a neighbour is a fixed distance away and every pass
-  is one contiguous op; the ``B x B`` arithmetic of ``soft_iou`` runs on NumPy arrays sharing
-  the tensors' memory; and the step runs in ``torch.inference_mode`` (a fifth less per call).
-  The default preset's 32x32 step is about 40 calls.
+  is one contiguous op (``soft_perimeter``'s differences in both directions are one op over
+  two strided views); the per-image and ``B x B`` arithmetic of ``soft_object_size`` and
+  ``soft_iou`` runs on NumPy arrays sharing the tensors' memory, written into buffers made once
+  (``out=``), with as few operations as the formulas allow - on a small image every operation,
+  tensor or NumPy, and even an ``.item()`` costs a few microseconds, so the count is what
+  matters; values come back through NumPy views of 0-d buffers instead of ``.item()``; and
+  the step runs in ``torch.inference_mode`` (a fifth less per call). The default preset's
+  32x32 step is 38 tensor calls and about 20 NumPy operations.
 * **No per-step host synchronisation on accelerators.** On a CPU the scalar reductions come back
   as Python floats (free there, and scalar arithmetic in Python is far cheaper than tensor
   ops); on CUDA they stay 0-d tensors, the history stays on the device and is copied once at
@@ -151,6 +156,10 @@ class Workspace:
         self.batch, self.height, self.width = x.shape
         self.numel = x.numel()
         self.host_scalars = x.device.type == "cpu" and _HOST_SCALARS_ON_CPU
+        self.numpy_small = self.host_scalars and x.dtype in _NUMPY_DTYPES
+        self.xp: Any = np if self.numpy_small else torch
+        """The module for :meth:`small` arithmetic with ``out=``: ``numpy`` or ``torch`` (same names:
+        ``add``, ``subtract``, ``multiply``, ``divide``)."""
         self.grad = torch.zeros_like(x)
         self.x_flat, self.grad_flat = x.view(-1), self.grad.view(-1)
         self._buffers: dict[Any, Any] = {}
@@ -211,6 +220,16 @@ class Workspace:
         if self.host_scalars:
             return value.item()
         return value.to(self.x.dtype)
+
+    def dot(self, a: torch.Tensor, b: torch.Tensor) -> Scalar:
+        """``a . b`` of two flat tensors, as :meth:`scalar` gives it. On a CPU the product is written
+        into a 0-d buffer and read through its NumPy view: no ``.item()`` call, which costs as much
+        as the product on a small image."""
+        if not self.numpy_small:
+            return self.scalar(torch.dot(a, b))
+        out, view = self.per_run("dot", lambda: (out := self.buffer("dot", ()), out.numpy()))
+        torch.dot(a, b, out=out)
+        return float(view)
 
     def above(self, threshold: float) -> torch.Tensor:
         """``1.0`` where ``x > threshold``, else ``0.0``, flat (``[B*H*W]``), for the step."""
@@ -344,7 +363,7 @@ class Workspace:
         ``losses._blur3``: ``x`` clipped to the levels, then blurred), computed for the step at
         the first call and shared by ``soft_object_size`` and ``soft_iou`` at equal parameters.
         Terms read it as :attr:`_BlurredMask.rows` and add their gradient with respect to it
-        with :meth:`_BlurredMask.add_grad`."""
+        with :meth:`_BlurredMask.add_rows` and :meth:`_BlurredMask.add_mix`."""
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
         key = ("blurred_mask", threshold, temperature)
@@ -358,10 +377,13 @@ class Workspace:
 
     def small(self, value: torch.Tensor) -> Any:
         """A small tensor (per-image numbers, a ``[B, B]`` matrix) to do arithmetic on: on a CPU
-        as a NumPy array sharing its memory (an operation on six numbers costs a tenth of a
+        as a NumPy array sharing its memory (an operation on six numbers costs a third of a
         tensor op there), elsewhere the tensor itself (no host synchronisation). Code written
-        with operators, indexing, ``.sum(...)`` and :meth:`at_least` works on both."""
-        if self.host_scalars and value.dtype in _NUMPY_DTYPES:
+        with operators, indexing, ``.sum(...)``, :meth:`at_least` and :attr:`xp`'s functions with
+        ``out=`` works on both. Every operation still costs about what a tensor op on a small
+        image costs, so the fixed terms write results into buffers made once (:meth:`small_buffer`)
+        and use as few operations as they can."""
+        if self.numpy_small:
             return value.numpy()
         return value
 
@@ -370,9 +392,11 @@ class Workspace:
         costs as much as a small op). Write into the tensor, compute with the other."""
         return self.per_run(("small", name), lambda: (buffer := self.buffer(name, shape), self.small(buffer)))
 
-    def ones_per_image(self) -> torch.Tensor:
-        """``H*W`` ones: ``rows @ ones`` sums each image (a row sum costs more as a reduction)."""
-        return self.per_run("ones per image", lambda: self.x.new_ones(self.height * self.width))
+    def pixel_share(self) -> torch.Tensor:
+        """``H*W`` entries ``1 / (H*W)``: ``rows @ pixel_share`` is each image's mean (a row mean costs
+        more as a reduction)."""
+        pixels = self.height * self.width
+        return self.per_run("pixel share", lambda: self.x.new_full((pixels,), 1.0 / pixels))
 
     def at_least(self, value: Any, floor: float) -> Any:
         """``max(value, floor)`` elementwise for what :meth:`small` gives."""
@@ -394,7 +418,7 @@ class _BlurredMask:
 
     :meth:`compute` makes the step's mask; terms read :attr:`rows` (``[B, H*W]``) and
     :attr:`columns` (its transpose) and add their gradient with respect to it with
-    :meth:`add_grad`; the chain rule back to the pixels then runs once, in
+    :meth:`add_rows` and :meth:`add_mix`; the chain rule back to the pixels then runs once, in
     :meth:`Workspace.gradient`.
 
     The gradient with respect to the mask is kept as one ``[B, B + 1]`` matrix, ``[mix | rows]``,
@@ -410,45 +434,64 @@ class _BlurredMask:
         self.mask, self.columns = self.rows.view(ws.x.shape), self.rows.t()
         self.shift, self.scale = ws.const(-threshold / temperature), 1.0 / (16.0 * temperature)
         self.grad_mix = ws.buffer(("blurred_mask_grad", threshold, temperature), (batch, batch + 1))
-        self.grad_mix_small = ws.small(self.grad_mix)
+        grad_mix_small = ws.small(self.grad_mix)
+        self.d_mix, self.d_rows = grad_mix_small[:, :batch], grad_mix_small[:, batch]
         self.grad_mask = ws.scratch("b")
         self.grad_rows = self.grad_mask.view(batch, -1)
         self.slope, self.not_clipped = ws.scratch("a"), ws.scratch("b")
         self.grad_flat_mask, self.slope_flat = self.grad_mask.view(-1), self.slope.view(-1)
+        self.forward, self.adjoint = ws.blur("forward"), ws.blur("adjoint")
         self._fresh = True
+        self._rows_written = self._mix_written = False
 
     def compute(self) -> None:
         """The step's mask: clip, blur, then the sigmoid of ``(blur - threshold) / temperature``."""
         self.ws.clipped()
-        torch.add(self.shift, self.ws.blur("forward").run(), alpha=self.scale, out=self.mask).sigmoid_()
+        torch.add(self.shift, self.forward.run(), alpha=self.scale, out=self.mask).sigmoid_()
         self._fresh = True
 
-    def add_grad(self, *, rows: Any = None, mix: Any = None, alpha: float = 1.0) -> None:
-        """Add ``rows[b]`` on every pixel of image ``b`` and ``alpha * mix @ rows`` to the gradient
-        with respect to the mask (``rows``: ``[B]``, ``mix``: ``[B, B]``, each a tensor or, on a
-        CPU, what :meth:`Workspace.small` gave): the forms the fixed terms need, applied with one
-        matrix product however many terms add to them."""
-        grad = self.grad_mix_small
+    def add_rows(self, values: Any, scale: float) -> None:
+        """Add ``scale * values[b]`` on every pixel of image ``b`` to the gradient with respect to
+        the mask (``values``: ``[B]``, a tensor or, on a CPU, what :meth:`Workspace.small` gave)."""
         if self._fresh:
-            self._fresh = False
-            grad[...] = 0.0
-            self.ws.at_gradient(self._chain_rule)
-        if rows is not None:
-            grad[:, -1] += rows
-        if mix is not None:
-            grad[:, :-1] += mix * alpha
+            self._start_gradient()
+        if self._rows_written:
+            self.d_rows += values * scale
+        else:  # the first term to add writes
+            self.ws.xp.multiply(values, scale, out=self.d_rows)
+            self._rows_written = True
+
+    def add_mix(self, values: Any, scale: float) -> None:
+        """Add ``scale * values @ masks`` to the gradient with respect to the mask (``values``:
+        ``[B, B]``, as for :meth:`add_rows`)."""
+        if self._fresh:
+            self._start_gradient()
+        if self._mix_written:
+            self.d_mix += values * scale
+        else:
+            self.ws.xp.multiply(values, scale, out=self.d_mix)
+            self._mix_written = True
+
+    def _start_gradient(self) -> None:
+        """The step's first gradient with respect to this mask: have the chain rule run once, in
+        :meth:`Workspace.gradient`, for however many terms add to it."""
+        self._fresh = self._rows_written = self._mix_written = False
+        self.ws.at_gradient(self._chain_rule)
 
     def _chain_rule(self) -> None:
         """Push the mask's gradient to the pixels: ``m (1 - m) / temperature``, the blur's adjoint
         (the blur itself) and the clip's (0 outside the levels, 1 inside and on them, like
         autograd's ``clamp``)."""
         ws = self.ws
+        if not self._rows_written:
+            self.d_rows[...] = 0.0
+        if not self._mix_written:
+            self.d_mix[...] = 0.0
         torch.mm(self.grad_mix, self.rows_with_ones, out=self.grad_rows)
         torch.addcmul(self.mask, self.mask, self.mask, value=-1.0, out=self.slope)  # m (1 - m)
-        adjoint = ws.blur("adjoint")
-        adjoint.frame(self.grad_flat_mask.mul_(self.slope_flat))
-        spread = adjoint.run()
-        torch.eq(ws.clipped(), ws.x, out=self.not_clipped)  # 1.0 / 0.0
+        self.adjoint.frame(self.grad_flat_mask.mul_(self.slope_flat))
+        spread = self.adjoint.run()
+        torch.eq(self.forward.inside, ws.x, out=self.not_clipped)  # the step's clipped x: 1.0 / 0.0
         ws.grad.addcmul_(spread, self.not_clipped, value=self.scale)
 
 
@@ -730,7 +773,7 @@ def _binary01(ws: Workspace, weight: float, *, low: float = 0.0, high: float = 1
     if low:
         offset.sub_(ws.const(low))
     sign = torch.sign(offset, out=ws.scratch("b", (ws.numel,)))
-    value = ws.scalar(torch.dot(offset, sign)) / ws.numel
+    value = ws.dot(offset, sign) / ws.numel
     if weight:
         ws.grad_flat.add_(sign, alpha=weight / ws.numel)
     return value
@@ -757,13 +800,20 @@ def _soft_object_size(
         counted = ws.per_run(("above rows", threshold), lambda: above.view(ws.batch, -1))
     else:
         counted = mask.rows
-    counts_buffer, counts = ws.small_buffer("soft_object_size_counts", (ws.batch,))
-    torch.mv(counted, ws.ones_per_image(), out=counts_buffer)  # a row sum, cheaper as a product
-    gap = counts / (ws.height * ws.width) - target
-    value = ws.scalar(gap @ gap) / ws.batch
+    fractions_buffer, fractions, gap = ws.per_run("soft_object_size", lambda: _soft_object_size_buffers(ws))
+    torch.mv(counted, ws.pixel_share(), out=fractions_buffer)  # a row mean, cheaper as a product
+    ws.xp.subtract(fractions, target, out=gap)
+    value = ws.scalar(ws.xp.dot(gap, gap)) / ws.batch
     if weight:
-        mask.add_grad(rows=gap * (2.0 * weight / ws.numel))
+        mask.add_rows(gap, 2.0 * weight / ws.numel)
     return value
+
+
+def _soft_object_size_buffers(ws: Workspace) -> tuple[torch.Tensor, Any, Any]:
+    """``soft_object_size``'s per-image fractions (the tensor and its :meth:`Workspace.small` form)
+    and gaps to the target, made once per run."""
+    fractions, fractions_small = ws.small_buffer("soft_object_size_fractions", (ws.batch,))
+    return fractions, fractions_small, ws.small_buffer("soft_object_size_gap", (ws.batch,))[1]
 
 
 @fast_form("soft_iou")
@@ -784,19 +834,40 @@ def _soft_iou(ws: Workspace, weight: float, *, threshold: float = 0.5, temperatu
     else:
         products[:batch] = _gram(ws, mask.rows, "soft_iou_inter")
         torch.sum(mask.rows, 1, out=products[batch])
-    inter, area = small[:batch], small[batch]
-    union = area[:, None] + area - inter
-    free = union >= 1e-12  # where the clamp does not hold the union
-    share = ws.off_diagonal() / ws.at_least(union, 1e-12)  # 1 / U off the diagonal
-    iou = inter * share
+    inter, area, area_column, union, share, iou, iou_flat, ones, q, d_inter = ws.per_run(
+        "soft_iou", lambda: _soft_iou_views(ws, small)
+    )
+    xp = ws.xp
+    xp.subtract(xp.add(area_column, area, out=union), inter, out=union)  # U_ij = a_i + a_j - I_ij
+    # On a CPU, check whether the clamp holds anywhere (almost never: the masks are sigmoids); on an
+    # accelerator always take the general form rather than wait for the answer.
+    clamped = not ws.host_scalars or bool(union.min() < 1e-12)
+    if clamped:
+        free = union >= 1e-12  # where the clamp does not hold the union
+        union = ws.at_least(union, 1e-12)
+    xp.divide(ws.off_diagonal(), union, out=share)  # 1 / U off the diagonal
+    xp.multiply(inter, share, out=iou)
     pairs = batch * (batch - 1)
-    value = ws.scalar(iou.sum()) / pairs
+    value = ws.scalar(xp.dot(iou_flat, ones)) / pairs  # a dot product costs less than a sum here
     if weight:
-        moving = iou * free  # I / U where U moves with I and the areas
-        d_inter = (moving + 1.0) * share  # 1/U + I/U^2
-        d_area = (moving * share).sum(1) * (-2.0 * weight / pairs)
-        mask.add_grad(rows=d_area, mix=d_inter, alpha=2.0 * weight / pairs)
+        xp.multiply(iou, share, out=q)  # I / U^2
+        if clamped:
+            q *= free  # where the clamp holds, U does not move with I and the areas
+        scale = 2.0 * weight / pairs
+        mask.add_mix(xp.add(share, q, out=d_inter), scale)  # 1/U + I/U^2
+        mask.add_rows(q.sum(1), -scale)
     return value
+
+
+def _soft_iou_views(ws: Workspace, products: Any) -> tuple[Any, ...]:
+    """``soft_iou``'s views of its products (intersections, areas as a row and as a column) and
+    its ``B x B`` buffers, in :meth:`Workspace.small`'s form, made once per run."""
+    batch = ws.batch
+    inter, area = products[:batch], products[batch]
+    names = ("union", "share", "iou", "q", "d_inter")
+    union, share, iou, q, d_inter = (ws.small_buffer(f"soft_iou_{name}", (batch, batch))[1] for name in names)
+    ones = ws.small(ws.buffer("soft_iou_ones", (batch * batch,), fill=1.0))
+    return inter, area, area[:, None], union, share, iou, iou.reshape(-1), ones, q, d_inter
 
 
 @fast_form("soft_perimeter")
@@ -811,15 +882,14 @@ def _soft_perimeter(
     v = ws.per_run("soft_perimeter", lambda: _FramedViews(ws))
     torch.add(ws.const(-threshold / temperature), ws.x, alpha=1.0 / temperature, out=v.pre_inside)
     torch.sigmoid(v.pre, out=v.soft_framed)
-    torch.sub(v.soft_after_row, v.soft_before_row, out=v.along_rows)
-    torch.sub(v.soft_after_column, v.soft_before_column, out=v.down_columns)
+    torch.sub(v.soft_after, v.soft_before, out=v.diffs)  # along rows and down columns, in one op
     if not weight:
-        return ws.scalar(v.diffs.abs_().sum()) / ws.numel
-    torch.sign(v.diffs, out=v.signs)
-    value = ws.scalar(torch.dot(v.diffs, v.signs)) / ws.numel
+        return ws.scalar(v.diffs_flat.abs_().sum()) / ws.numel
+    torch.sign(v.diffs_flat, out=v.signs_flat)
+    value = ws.dot(v.diffs_flat, v.signs_flat) / ws.numel
     # D^T signs: at each pixel, the signs of its pairs as the later pixel minus those as the earlier
-    span = torch.sub(v.sign_row_before, v.sign_row_after, out=v.grad_span)
-    span.add_(v.sign_column_before).sub_(v.sign_column_after)
+    torch.sub(v.signs_before, v.signs_after, out=v.sign_gaps)
+    torch.add(v.sign_gaps_rows, v.sign_gaps_columns, out=v.grad_span)
     torch.addcmul(v.soft_span, v.soft_span, v.soft_span, value=-1.0, out=v.slope_span)  # s (1 - s)
     ws.grad.addcmul_(v.grad_inside, v.slope_inside, value=weight / (ws.numel * temperature))
     return value
@@ -828,12 +898,16 @@ def _soft_perimeter(
 class _FramedViews:
     """Buffers and views of ``soft_perimeter``, made once per run (a view costs as much as a small op).
 
-    The framed masks are laid end to end as one flat array (frame pre-activation -inf, so the
-    sigmoid gives the frame's 0s): a neighbour along a row is 1 element away, along a column one
-    framed row away, and the pairs that wrap from one row (or image) to the next join two frame
-    0s - difference 0, no edge, no gradient. So every pass is over contiguous memory. The
-    gradient is needed on the inside pixels only: the span from the second framed row to the
-    one before last holds them all.
+    The framed masks are laid end to end as one flat array ``s`` (frame pre-activation -inf, so
+    the sigmoid gives the frame's 0s): a neighbour along a row is 1 element away, along a column
+    one framed row (``r`` elements) away, and the pairs that wrap from one row (or image) to the
+    next join two frame 0s - difference 0, no edge, no gradient. With ``n = len(s) - r`` (the
+    last framed row is all frame) the differences are one ``[2, n]`` array,
+    ``s[k + 1] - s[k]`` over ``s[k + r] - s[k]``, made by one subtraction of two strided views
+    of ``s`` (the second's rows start 1 and ``r`` elements in; the first's row repeats). The
+    gradient is needed on the inside pixels only: the span from the second framed row to the one
+    before last holds them all, and ``D^T`` of the signs there is one subtraction of two such
+    views of the signs and one sum of its two rows.
     """
 
     def __init__(self, ws: Workspace):
@@ -843,17 +917,21 @@ class _FramedViews:
         self.soft_framed = ws.buffer("framed_soft", framed)
         soft = self.soft_framed.view(-1)
         size, row = soft.numel(), framed[2]
-        self.diffs = ws.buffer("framed_diffs", (2 * size - 1 - row,))
-        self.signs = ws.buffer("framed_signs", self.diffs.shape)
-        # the pairs (k, k + 1) along rows, then (k, k + row) down columns
-        self.along_rows, self.down_columns = self.diffs[: size - 1], self.diffs[size - 1 :]
-        self.soft_after_row, self.soft_before_row = soft[1:], soft[:-1]
-        self.soft_after_column, self.soft_before_column = soft[row:], soft[:-row]
+        n = size - row
+        self.diffs = ws.buffer("framed_diffs", (2, n))
+        self.signs = ws.buffer("framed_signs", (2, n))
+        self.diffs_flat, self.signs_flat = self.diffs.view(-1), self.signs.view(-1)
+        start = soft.storage_offset()
+        self.soft_after = soft.as_strided((2, n), (row - 1, 1), start + 1)  # s[k + 1], s[k + r]
+        self.soft_before = soft.as_strided((2, n), (0, 1), start)  # s[k], twice
+        # pixel p in [first, last) is the later pixel of pairs p - 1 and p - r, the earlier of pair p
         first, last = row, size - row
-        sign_rows, sign_columns = self.signs[: size - 1], self.signs[size - 1 :]
-        self.sign_row_before, self.sign_row_after = sign_rows[first - 1 : last - 1], sign_rows[first:last]
-        self.sign_column_before = sign_columns[first - row : last - row]
-        self.sign_column_after = sign_columns[first:last]
+        signs, start = self.signs_flat, self.signs_flat.storage_offset()
+        span = last - first
+        self.signs_before = signs.as_strided((2, span), (n - row + 1, 1), start + first - 1)
+        self.signs_after = signs.as_strided((2, span), (n, 1), start + first)
+        self.sign_gaps = ws.buffer("framed_sign_gaps", (2, span))
+        self.sign_gaps_rows, self.sign_gaps_columns = self.sign_gaps[0], self.sign_gaps[1]
         grad = ws.buffer("framed_grad", (size,))
         self.grad_span, self.soft_span = grad[first:last], soft[first:last]
         slope = ws.buffer("framed_slope", (size,))

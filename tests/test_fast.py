@@ -108,12 +108,15 @@ def test_fast_form_rejects_what_the_term_rejects(name, rand):
         TERMS[name].fast(x, **BAD_PARAMS[name])
 
 
-def test_fast_forms_are_independent_of_the_workspace_order(rand):
-    """Shared intermediates and scratch slots: all terms in one workspace = each on its own."""
+@pytest.mark.parametrize("order", ["registry", "reversed"])
+def test_fast_forms_are_independent_of_the_workspace_order(order, rand):
+    """Shared intermediates and scratch slots: all terms in one workspace = each on its own, in
+    either order (the first term to add to a shared gradient writes it, the others add)."""
     x = rand((3, 10, 11), seed=3, dtype=torch.float64, scale=0.9)
     ws = fast.Workspace(x.clone())
     ws.begin()
-    weights = {name: 0.5 + i for i, name in enumerate(WITH_FAST)}
+    names = WITH_FAST if order == "registry" else WITH_FAST[::-1]
+    weights = {name: 0.5 + i for i, name in enumerate(names)}
     values = {name: fast.accumulator(name)(ws, w, **TERMS[name].defaults) for name, w in weights.items()}
     grad = ws.gradient()
     expected = torch.zeros_like(x)
@@ -377,6 +380,23 @@ def test_large_batch_products_match_autograd(name, rand, monkeypatch):
     x = rand((5, 6, 7), seed=3, dtype=torch.float64, scale=0.8) + 0.3
     expected_value, expected_grad = autograd_value_and_grad(TERMS[name].fn, x)
     value, grad = TERMS[name].fast(x)
+    torch.testing.assert_close(value, expected_value, rtol=1e-10, atol=1e-12)
+    assert_grad_close(grad, expected_grad)
+
+
+@pytest.mark.parametrize("dark_images", [2, 3])
+def test_soft_iou_where_the_union_clamp_holds(dark_images, host_scalars):
+    """Images whose masks are exactly 0 (the sigmoid underflows): their union is held at 1e-12
+    instead of dividing by 0; the other pairs keep the full gradient. Checked against autograd
+    with some pairs held and with all of them."""
+    params = {"threshold": 0.5, "temperature": 0.0005}  # a dark image's mask: sigmoid(-1000) = 0
+    gen = torch.Generator().manual_seed(7)
+    x = torch.rand((3, 6, 7), generator=gen, dtype=torch.float64) * 0.2 + 0.9  # bright
+    x[:dark_images] = -torch.rand((dark_images, 6, 7), generator=gen, dtype=torch.float64)  # dark
+    x[-1, 2:4, 3:5] = 0.5  # some mask values in between, where the slope is not ~0
+    expected_value, expected_grad = autograd_value_and_grad(TERMS["soft_iou"].fn, x, **params)
+    value, grad = TERMS["soft_iou"].fast(x, **params)
+    assert torch.isfinite(grad).all()
     torch.testing.assert_close(value, expected_value, rtol=1e-10, atol=1e-12)
     assert_grad_close(grad, expected_grad)
 

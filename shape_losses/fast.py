@@ -33,10 +33,9 @@ computes each step differently:
   two strided views); the per-image and ``B x B`` arithmetic of ``soft_object_size`` and
   ``soft_iou`` runs on NumPy arrays sharing the tensors' memory, written into buffers made once
   (``out=``), with as few operations as the formulas allow - on a small image every operation,
-  tensor or NumPy, and even an ``.item()`` costs a few microseconds, so the count is what
-  matters; values come back through NumPy views of 0-d buffers instead of ``.item()``; and
-  the step runs in ``torch.inference_mode`` (a fifth less per call). The default preset's
-  32x32 step is 38 tensor calls and about 20 NumPy operations.
+  tensor or NumPy, costs a few microseconds, so the count is what matters; and the step runs in
+  ``torch.inference_mode`` (a fifth less per call). The default preset's 32x32 step is about 40
+  tensor calls and 20 NumPy operations.
 * **No per-step host synchronisation on accelerators.** On a CPU the scalar reductions come back
   as Python floats (free there, and scalar arithmetic in Python is far cheaper than tensor
   ops); on CUDA they stay 0-d tensors, the history stays on the device and is copied once at
@@ -220,16 +219,6 @@ class Workspace:
         if self.host_scalars:
             return value.item()
         return value.to(self.x.dtype)
-
-    def dot(self, a: torch.Tensor, b: torch.Tensor) -> Scalar:
-        """``a . b`` of two flat tensors, as :meth:`scalar` gives it. On a CPU the product is written
-        into a 0-d buffer and read through its NumPy view: no ``.item()`` call, which costs as much
-        as the product on a small image."""
-        if not self.numpy_small:
-            return self.scalar(torch.dot(a, b))
-        out, view = self.per_run("dot", lambda: (out := self.buffer("dot", ()), out.numpy()))
-        torch.dot(a, b, out=out)
-        return float(view)
 
     def above(self, threshold: float) -> torch.Tensor:
         """``1.0`` where ``x > threshold``, else ``0.0``, flat (``[B*H*W]``), for the step."""
@@ -773,7 +762,7 @@ def _binary01(ws: Workspace, weight: float, *, low: float = 0.0, high: float = 1
     if low:
         offset.sub_(ws.const(low))
     sign = torch.sign(offset, out=ws.scratch("b", (ws.numel,)))
-    value = ws.dot(offset, sign) / ws.numel
+    value = ws.scalar(torch.dot(offset, sign)) / ws.numel
     if weight:
         ws.grad_flat.add_(sign, alpha=weight / ws.numel)
     return value
@@ -886,7 +875,7 @@ def _soft_perimeter(
     if not weight:
         return ws.scalar(v.diffs_flat.abs_().sum()) / ws.numel
     torch.sign(v.diffs_flat, out=v.signs_flat)
-    value = ws.dot(v.diffs_flat, v.signs_flat) / ws.numel
+    value = ws.scalar(torch.dot(v.diffs_flat, v.signs_flat)) / ws.numel
     # D^T signs: at each pixel, the signs of its pairs as the later pixel minus those as the earlier
     torch.sub(v.signs_before, v.signs_after, out=v.sign_gaps)
     torch.add(v.sign_gaps_rows, v.sign_gaps_columns, out=v.grad_span)

@@ -1010,6 +1010,7 @@ class _Adam:
                 self._call([rows[0]], [rows[1]], [rows[2]], [rows[3]], [self._one.clone()], lr=0.0)
             except (RuntimeError, NotImplementedError):
                 self._fused = None
+        self._lists = ([param], [grad], [self.exp_avg], [self.exp_avg_sq], [self.steps])  # made once
         if self._fused is None:
             del self.exp_avg, self.exp_avg_sq
             param.grad = grad
@@ -1028,7 +1029,7 @@ class _Adam:
             self._optimizer.step()
             return
         self.steps.add_(self._one)
-        self._call([self.param], [self.grad], [self.exp_avg], [self.exp_avg_sq], [self.steps], lr=self.lr)
+        self._call(*self._lists, lr=self.lr)
 
 
 @contextmanager

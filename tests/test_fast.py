@@ -255,6 +255,21 @@ def test_float64_run_follows_autograd(coherence, host_scalars):
         )
 
 
+@pytest.mark.parametrize("preset", sorted(set(sl.PRESETS) - {"seed"}))
+def test_float64_preset_run_follows_autograd(preset, host_scalars):
+    """The fixed terms' shared mask, its one-product gradient and the B x B arithmetic (NumPy on
+    the host path, tensors on the device path) keep a float64 run on autograd's trajectory."""
+    x = sl.initialize_latents(5, (12, 14), seed=4, dtype=torch.float64)
+    config = replace(sl.PRESETS[preset], steps=40)
+    ref = sl.optimize(x, replace(config, engine="autograd"))
+    got = sl.optimize(x, config)
+    assert (got.latents - ref.latents).abs().max().item() < 1e-8
+    for key in ref.history:
+        torch.testing.assert_close(
+            torch.tensor(got.history[key]), torch.tensor(ref.history[key]), rtol=1e-9, atol=1e-10
+        )
+
+
 @pytest.mark.parametrize("preset", sorted(sl.PRESETS))
 def test_presets_reach_the_same_shapes(preset):
     """float32, a full preset run: the same shapes and metrics as the autograd engine."""

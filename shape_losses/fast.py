@@ -896,7 +896,7 @@ class _FramedViews:
     of ``s`` (the second's rows start 1 and ``r`` elements in; the first's row repeats). The
     gradient is needed on the inside pixels only: the span from the second framed row to the one
     before last holds them all, and ``D^T`` of the signs there is one subtraction of two such
-    views of the signs and one sum of its two rows.
+    views of the signs (into the differences' buffer) and one sum of its two rows.
     """
 
     def __init__(self, ws: Workspace):
@@ -919,7 +919,7 @@ class _FramedViews:
         span = last - first
         self.signs_before = signs.as_strided((2, span), (n - row + 1, 1), start + first - 1)
         self.signs_after = signs.as_strided((2, span), (n, 1), start + first)
-        self.sign_gaps = ws.buffer("framed_sign_gaps", (2, span))
+        self.sign_gaps = self.diffs[:, :span]  # the differences are not needed by then
         self.sign_gaps_rows, self.sign_gaps_columns = self.sign_gaps[0], self.sign_gaps[1]
         grad = ws.buffer("framed_grad", (size,))
         self.grad_span, self.soft_span = grad[first:last], soft[first:last]

@@ -261,8 +261,11 @@ def test_rapid_changes_end_in_exactly_the_last_state(make):
         weights=weights, coherence=final["coherence"], coherence_weight=base.coherence_weight,
         steps=final["steps"], lr=base.lr, clamp=base.clamp, params=base.params, engine=base.engine,
     )
-    assert ex.config == config
-    assert_shows(ex, expected(config, final["seed"], 3, 16))
+    assert ex.config == config  # the settings of the last change (equality ignores the terms' order)
+    # The run is of the explorer's config: its terms in the sliders' order. The same weights in
+    # another order sum the gradient in another order, and a config as rough as these random
+    # ones can carry that last-bit difference into visible pixels.
+    assert_shows(ex, expected(ex.config, final["seed"], 3, 16))
     assert ex.runs[-1].outcome == "shown"
     assert ex.runs[-1].generation == max(r.generation for r in ex.runs)
 

@@ -444,22 +444,24 @@ class _BlurredMask:
         the mask (``values``: ``[B]``, a tensor or, on a CPU, what :meth:`Workspace.small` gave)."""
         if self._fresh:
             self._start_gradient()
-        if self._rows_written:
-            self.d_rows += values * scale
-        else:  # the first term to add writes
-            self.ws.xp.multiply(values, scale, out=self.d_rows)
-            self._rows_written = True
+        self._write_or_add(self.d_rows, values, scale, self._rows_written)
+        self._rows_written = True
 
     def add_mix(self, values: Any, scale: float) -> None:
         """Add ``scale * values @ masks`` to the gradient with respect to the mask (``values``:
         ``[B, B]``, as for :meth:`add_rows`)."""
         if self._fresh:
             self._start_gradient()
-        if self._mix_written:
-            self.d_mix += values * scale
+        self._write_or_add(self.d_mix, values, scale, self._mix_written)
+        self._mix_written = True
+
+    def _write_or_add(self, into: Any, values: Any, scale: float, written: bool) -> None:
+        """``into += scale * values``, or - for the step's first term to add - ``into = scale * values``
+        (one operation, no zeroing)."""
+        if written:
+            into += values * scale
         else:
-            self.ws.xp.multiply(values, scale, out=self.d_mix)
-            self._mix_written = True
+            self.ws.xp.multiply(values, scale, out=into)
 
     def _start_gradient(self) -> None:
         """The step's first gradient with respect to this mask: have the chain rule run once, in

@@ -312,7 +312,7 @@ def test_the_explorer_in_jupyterlab_and_notebook_7(frontend, browser, lab_url):
     deadline = time.monotonic() + PAGE_TIMEOUT
     while not explorer_shown():
         wait_for(run_the_cell, 30, f"the cell to run ({frontend})")
-        wait_for(lambda: explorer_shown() or time.monotonic() > deadline, 20, "x", quiet=True)
+        wait_for(lambda: explorer_shown() or time.monotonic() > deadline, 20, "the explorer", quiet=True)
         if time.monotonic() > deadline:
             pytest.fail(f"the explorer did not appear in {frontend} within {PAGE_TIMEOUT:.0f} s")
     first = wait_for(lambda: finished(browser) and image_bytes(browser), PAGE_TIMEOUT, "the first image")
